@@ -1,0 +1,46 @@
+# anycastedge: `make run` serves the repo's zones on the embedded defaults; `make test` runs lint,
+# types and the whole suite. Both set up what they need (venv, PyPI and Debian packages) themselves.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEBS   := bird2 bind9-dnsutils dnsperf nsd iproute2 procps
+APT_STAMP := $(VENV)/.debs
+
+.PHONY: run test lint unit integration bench venv debs clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+# Debian packages the tests talk to for real (dig, NSD, dnsperf, BIRD). Needs root, as on CI.
+$(APT_STAMP): Makefile | $(STAMP)
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	touch $@
+
+debs: $(APT_STAMP)
+
+run: $(STAMP)
+	@echo "try: dig @127.0.0.1 -p 5300 www.example.com A"
+	$(BIN)/anycastedge serve
+
+lint: $(STAMP)
+	$(BIN)/ruff check anycastedge tests bench
+	$(BIN)/mypy
+
+test: $(STAMP) $(APT_STAMP) lint
+	$(BIN)/pytest -q
+
+bench: $(STAMP) $(APT_STAMP)
+	$(BIN)/python bench/dns_vs_nsd.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

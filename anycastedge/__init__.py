@@ -1,0 +1,3 @@
+"""anycastedge: anycast DNS + BGP edge toolkit."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""``python -m anycastedge``."""
+
+from anycastedge.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,144 @@
+"""The ``anycastedge`` command."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from anycastedge.config.pop import (
+    DEFAULT_CONFIG_PATHS,
+    ControlConfig,
+    PopConfig,
+    default_pop,
+    load_pop,
+)
+from anycastedge.config.reader import parse_hostport
+from anycastedge.errors import ConfigError, Problem
+
+
+def _hostport(text: str) -> tuple[str, int]:
+    try:
+        return parse_hostport(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _config_path(explicit: str | None) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("ANYCASTEDGE_CONFIG")
+    if env:
+        return Path(env)
+    for candidate in DEFAULT_CONFIG_PATHS:
+        if Path(candidate).exists():
+            return Path(candidate)
+    return None
+
+
+def _load_config(args: argparse.Namespace) -> PopConfig:
+    path = _config_path(args.config)
+    config = load_pop(path) if path else default_pop()
+    dns = config.dns
+    if args.zones:
+        dns = dataclasses.replace(dns, zones=Path(args.zones))
+    if args.listen:
+        dns = dataclasses.replace(dns, listen=tuple(args.listen))
+    config = dataclasses.replace(config, dns=dns)
+    if args.control:
+        config = dataclasses.replace(config, control=ControlConfig(listen=args.control))
+    return config
+
+
+def _print_problems(problems: Sequence[Problem], out: Any = sys.stderr) -> None:
+    for p in problems:
+        level = "WARNING" if p.warning else "ERROR"
+        where = f"{p.location}: " if p.location else ""
+        subject = f'"{p.subject}": ' if p.subject else ""
+        print(f"{level} {where}{subject}{p.message}", file=out)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the DNS server (and control endpoint) until stopped."""
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    from anycastedge.app import build_app
+
+    config = _load_config(args)
+    top, zones = build_app(config, reactor)
+    warnings = zones.load()
+    _print_problems(warnings)
+
+    def on_hup(signum: int, frame: Any) -> None:
+        reactor.callFromThread(zones.reload, "SIGHUP")  # type: ignore[attr-defined]
+
+    signal.signal(signal.SIGHUP, on_hup)
+    top.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)  # type: ignore[attr-defined]
+    listen = " ".join(f"{h}:{p}" for h, p in config.dns.listen)
+    print(f"anycastedge {config.pop}: DNS on {listen} (udp+tcp)", file=sys.stderr, flush=True)
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    reactor.run()  # type: ignore[attr-defined]
+    return 0
+
+
+def cmd_zone_check(args: argparse.Namespace) -> int:
+    """Validate zone files; print every problem with file:line; exit 1 if any error."""
+    from anycastedge.config.pop import SoaConfig
+    from anycastedge.config.zones import load_zones
+
+    paths = [Path(p) for p in args.paths] or [Path("zones")]
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        print(f"no such file or directory: {', '.join(map(str, missing))}", file=sys.stderr)
+        return 1
+    try:
+        zones, warnings = load_zones(paths, SoaConfig())
+    except ConfigError as exc:
+        _print_problems(exc.problems, sys.stdout)
+        errors = sum(1 for p in exc.problems if not p.warning)
+        print(f"{errors} error(s), {len(exc.problems) - errors} warning(s)")
+        return 1
+    _print_problems(warnings, sys.stdout)
+    print(f"{len(zones)} zone(s) OK, {len(warnings)} warning(s)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(prog="anycastedge", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the authoritative DNS server")
+    serve.add_argument("-c", "--config", help="pop.yaml (default $ANYCASTEDGE_CONFIG, "
+                       "then /etc/anycastedge/pop.yaml, else the embedded default)")  # fmt: skip
+    serve.add_argument("--zones", help="directory of <zone>.yaml files")
+    serve.add_argument("--listen", action="append", type=_hostport, metavar="HOST:PORT",
+                       help="DNS address (UDP and TCP); repeatable")  # fmt: skip
+    serve.add_argument("--control", type=_hostport, metavar="HOST:PORT",
+                       help="control endpoint (/metrics, /status, /healthz)")  # fmt: skip
+    serve.set_defaults(func=cmd_serve)
+
+    zone = sub.add_parser("zone", help="zone file tools").add_subparsers(
+        dest="zone_cmd", required=True
+    )
+    check = zone.add_parser("check", help="validate zone files, every problem with file:line")
+    check.add_argument("paths", nargs="*", help="zone files or directories (default: zones/)")
+    check.set_defaults(func=cmd_zone_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        _print_problems(exc.problems)
+        return 1

@@ -1,0 +1,327 @@
+"""Zone files in octoDNS's YamlProvider format, built into validated Zone models."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dns.name
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from anycastedge.config.pop import SoaConfig
+from anycastedge.config.records import (
+    CONVERTERS,
+    PROVIDER_ONLY_TYPES,
+    SINGLE_VALUE_TYPES,
+    to_rdata,
+)
+from anycastedge.config.source import MarkedDict, load_yaml
+from anycastedge.dns.zone import Name, RRset, Zone, ZoneSet
+from anycastedge.errors import ConfigError, Location, Problem
+
+DEFAULT_TTL = 3600  # octoDNS's default
+PROVIDER_NAME = "anycastedge"  # what octodns.included/excluded lists call us
+RECORD_KEYS = frozenset({"type", "ttl", "value", "values", "octodns", "dynamic", "anycastedge"})
+# Keys octoDNS (or its plugins) understands that change nothing in what a DNS server serves.
+IGNORED_KEYS = frozenset({"geo"})
+
+
+@dataclass(slots=True)
+class _Builder:
+    origin: Name
+    path: str
+    problems: list[Problem] = field(default_factory=list)
+    rrsets: dict[tuple[Name, int], RRset] = field(default_factory=dict)
+    locations: dict[Name, Location] = field(default_factory=dict)
+    apex_ns: list[str] = field(default_factory=list)
+
+    def problem(self, subject: str, message: str, where: Location, warning: bool = False) -> None:
+        self.problems.append(Problem(message, where, subject or "@", warning))
+
+    def add_name(self, key: Any, entry: Any, where: Location) -> None:
+        subject = "" if key is None else str(key)
+        try:
+            owner = dns.name.from_text(subject, self.origin) if subject else self.origin
+            owner = owner.canonicalize()
+        except dns.exception.DNSException as exc:
+            self.problem(subject, f"invalid name: {exc}", where)
+            return
+        if any(c.isspace() for c in subject) or subject.endswith("."):
+            self.problem(subject, "invalid name: must be relative, without whitespace", where)
+            return
+        entries = entry if isinstance(entry, list) else [entry]
+        for record in entries:
+            here = record.location if isinstance(record, MarkedDict) else where
+            self.add_record(subject, owner, record, here)
+
+    def add_record(self, subject: str, owner: Name, record: Any, where: Location) -> None:
+        if not isinstance(record, dict):
+            self.problem(subject, "a record must be a mapping with type and value(s)", where)
+            return
+        rdtype = str(record.get("type", "")).upper()
+        if not rdtype:
+            self.problem(subject, "missing type", where)
+            return
+        if not self._served_by_us(subject, rdtype, record, where):
+            return
+        if rdtype in PROVIDER_ONLY_TYPES:
+            self.problem(subject, f"{rdtype} is provider-only, not served", where, warning=True)
+            return
+        if rdtype not in CONVERTERS:
+            self.problem(subject, f"unknown record type {rdtype}", where)
+            return
+        for key in record:
+            if key in IGNORED_KEYS:
+                self.problem(subject, f"octoDNS key {key!r} ignored", where, warning=True)
+            elif key not in RECORD_KEYS:
+                self.problem(subject, f"unknown key {key!r} ignored", where, warning=True)
+        if "dynamic" in record:
+            self.problem(
+                subject, "dynamic (GSLB) rules not served yet; answering with values", where, True
+            )
+        ttl = record.get("ttl", DEFAULT_TTL)
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= 2**31 - 1:
+            self.problem(subject, f'invalid ttl "{ttl}"', where)
+            return
+        values = record.get("values")
+        if values is None:
+            values = record.get("value")
+        if values is None or values == [] or values == "":
+            self.problem(subject, "missing value(s)", where)
+            return
+        if not isinstance(values, list):
+            values = [values]
+        if rdtype in SINGLE_VALUE_TYPES and len(values) > 1:
+            self.problem(subject, f"{rdtype} takes a single value", where)
+            return
+        rrset = dns.rrset.RRset(owner, dns.rdataclass.IN, dns.rdatatype.from_text(rdtype))
+        rrset.update_ttl(ttl)
+        ok = True
+        for value in values:
+            try:
+                rrset.add(to_rdata(rdtype, value))
+            except ValueError as exc:
+                self.problem(subject, str(exc), where)
+                ok = False
+        if not ok:
+            return
+        if (owner, rrset.rdtype) in self.rrsets:
+            self.problem(subject, f"more than one {rdtype} record at this name", where)
+            return
+        self.rrsets[(owner, rrset.rdtype)] = rrset
+        self.locations.setdefault(owner, where)
+        if rdtype == "NS" and owner == self.origin:
+            self.apex_ns.extend(str(v) for v in values)
+
+    def _served_by_us(
+        self, subject: str, rdtype: str, record: Mapping[str, Any], where: Location
+    ) -> bool:
+        meta = record.get("octodns") or {}
+        if not isinstance(meta, dict):
+            return True
+        if meta.get("ignored"):
+            self.problem(subject, f"{rdtype} has octodns.ignored, not served", where, warning=True)
+            return False
+        included = meta.get("included")
+        excluded = meta.get("excluded") or []
+        if (included and PROVIDER_NAME not in included) or PROVIDER_NAME in excluded:
+            self.problem(
+                subject, f"{rdtype} is not for provider {PROVIDER_NAME!r}, not served", where, True
+            )
+            return False
+        return True
+
+
+def zone_name_for(path: Path) -> Name:
+    """``zones/example.com.yaml`` holds ``example.com.``."""
+    stem = path.name[: -len(path.suffix)] if path.suffix in (".yaml", ".yml") else path.name
+    return dns.name.from_text(stem.rstrip(".") + ".").canonicalize()
+
+
+def _check_zone(b: _Builder) -> None:
+    by_name: dict[Name, set[int]] = {}
+    for owner, rdtype in b.rrsets:
+        by_name.setdefault(owner, set()).add(rdtype)
+    for owner, types in by_name.items():
+        where = b.locations[owner]
+        subject = owner.relativize(b.origin).to_text() if owner != b.origin else ""
+        if dns.rdatatype.CNAME in types:
+            if owner == b.origin:
+                b.problem(subject, "CNAME not allowed at the zone apex", where)
+            elif len(types) > 1:
+                b.problem(subject, "CNAME cannot coexist with other records", where)
+        if dns.rdatatype.DS in types and (owner == b.origin or dns.rdatatype.NS not in types):
+            b.problem(subject, "DS belongs only beside NS at a delegation", where, warning=True)
+
+
+def _digest(rrsets: Iterable[RRset]) -> str:
+    h = hashlib.sha256()
+    for rrset in sorted(rrsets, key=lambda r: (r.name, r.rdtype)):
+        h.update(rrset.to_text().encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def build_zone(
+    path: Path,
+    soa_config: SoaConfig,
+    previous: Zone | None = None,
+    text: str | None = None,
+) -> tuple[Zone, list[Problem]]:
+    """Build one zone from its YAML; raises ConfigError with every reason, returns warnings."""
+    origin = zone_name_for(path)
+    data = load_yaml(path, text)
+    b = _Builder(origin, str(path))
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([Problem("a zone file must be a mapping of names", Location(str(path)))])
+    for key, entry in data.items():
+        where = data.where(key) if isinstance(data, MarkedDict) else Location(str(path))
+        b.add_name(key, entry, where)
+    _check_zone(b)
+    errors = [p for p in b.problems if not p.warning]
+    if errors:
+        raise ConfigError(b.problems)
+    warnings = [p for p in b.problems if p.warning]
+
+    ns_owners = frozenset(
+        owner for owner, rdtype in b.rrsets if rdtype == dns.rdatatype.NS and owner != origin
+    )
+    # An NS set below another delegation is itself occluded: only the topmost cut counts.
+    cuts = frozenset(o for o in ns_owners if _cut_above(o, origin, ns_owners) == o)
+    nodes: dict[Name, dict[int, RRset]] = {}
+    glue: dict[Name, dict[int, RRset]] = {}
+    for (owner, rdtype), rrset in b.rrsets.items():
+        cut = _cut_above(owner, origin, cuts)
+        if cut is None or (cut == owner and rdtype in (dns.rdatatype.NS, dns.rdatatype.DS)):
+            nodes.setdefault(owner, {})[rdtype] = rrset
+            continue
+        if rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+            glue.setdefault(owner, {})[rdtype] = rrset
+        subject = owner.relativize(origin).to_text()
+        warnings.append(
+            Problem(
+                f"{dns.rdatatype.to_text(rdtype)} is occluded by the delegation at {cut}; "
+                "served only as glue in referrals",
+                b.locations[owner],
+                subject,
+                True,
+            )
+        )
+    if not any(dns.rdatatype.NS == t for (o, t) in b.rrsets if o == origin):
+        warnings.append(
+            Problem("zone has no apex NS records", Location(str(path)), "", warning=True)
+        )
+    names: set[Name] = set()
+    for owner in list(nodes):
+        name = owner
+        while name != origin and name not in names:
+            names.add(name)
+            name = name.parent()
+    names.add(origin)
+
+    digest = _digest(b.rrsets.values())
+    soa = _synthesize_soa(origin, b.apex_ns, soa_config, path, digest, previous)
+    nodes.setdefault(origin, {})[dns.rdatatype.SOA] = soa
+    zone = Zone(
+        origin=origin,
+        nodes=nodes,
+        glue=glue,
+        names=frozenset(names),
+        cuts=cuts,
+        soa=soa,
+        digest=digest,
+        source=str(path),
+        loaded_at=time.time(),
+    )
+    return zone, warnings
+
+
+def _cut_above(owner: Name, origin: Name, cuts: frozenset[Name]) -> Name | None:
+    if not cuts:
+        return None
+    name = owner
+    found = None
+    while name != origin:
+        if name in cuts:
+            found = name
+        name = name.parent()
+    return found
+
+
+def _synthesize_soa(
+    origin: Name,
+    apex_ns: list[str],
+    cfg: SoaConfig,
+    path: Path,
+    digest: str,
+    previous: Zone | None,
+) -> RRset:
+    # The serial grows whenever the content does: the file's mtime, and at least one more than
+    # the serial served before if the content changed within the same second.
+    try:
+        mtime = int(path.stat().st_mtime)
+    except OSError:
+        mtime = int(time.time())
+    serial = mtime & 0xFFFFFFFF
+    if previous is not None:
+        if previous.digest == digest:
+            serial = previous.serial
+        elif serial <= previous.serial:
+            serial = (previous.serial + 1) & 0xFFFFFFFF
+    mname = apex_ns[0] if apex_ns else origin.to_text()
+    rname = cfg.rname or f"hostmaster.{origin.to_text()}"
+    soa = dns.rrset.from_text(
+        origin,
+        cfg.ttl,
+        "IN",
+        "SOA",
+        f"{mname} {rname} {serial} {cfg.refresh} {cfg.retry} {cfg.expire} {cfg.minimum}",
+    )
+    return soa
+
+
+def zone_files(paths: Iterable[Path]) -> list[Path]:
+    """Expand directories into their ``*.yaml`` files, sorted."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out.extend(sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml")))
+        else:
+            out.append(path)
+    return out
+
+
+def load_zones(
+    paths: Iterable[Path], soa_config: SoaConfig, previous: ZoneSet | None = None
+) -> tuple[ZoneSet, list[Problem]]:
+    """Load every zone; raises ConfigError listing every problem of every file."""
+    zones: dict[Name, Zone] = {}
+    problems: list[Problem] = []
+    warnings: list[Problem] = []
+    for path in zone_files(paths):
+        try:
+            origin = zone_name_for(path)
+        except dns.exception.DNSException as exc:
+            problems.append(Problem(f"file name is not a zone name: {exc}", Location(str(path))))
+            continue
+        before = previous.zones.get(origin) if previous else None
+        try:
+            zone, zone_warnings = build_zone(path, soa_config, before)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        if origin in zones:
+            problems.append(Problem(f"zone {origin} is defined twice", Location(str(path))))
+        zones[origin] = zone
+        warnings.extend(zone_warnings)
+    if problems:
+        raise ConfigError(problems + warnings)
+    return ZoneSet(zones), warnings

@@ -1,0 +1,1 @@
+"""Control endpoint: /metrics, /status, /healthz on loopback."""

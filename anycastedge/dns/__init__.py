@@ -1,0 +1,1 @@
+"""Authoritative DNS: zone model, answer engine, wire fast path, Twisted protocols."""

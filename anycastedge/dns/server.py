@@ -1,0 +1,104 @@
+"""Twisted shells around the Responder: UDP datagrams and RFC 7766 TCP streams."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from twisted.internet import protocol
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+
+from anycastedge.dns.wire import Responder
+
+log = Logger()
+
+
+class ResponderSource(Protocol):
+    """Holds the Responder currently in service; reload swaps it."""
+
+    responder: Responder
+    errors: int
+
+
+class DnsDatagramProtocol(protocol.DatagramProtocol):
+    """One UDP socket: each datagram is one query."""
+
+    def __init__(self, source: ResponderSource) -> None:
+        self.source = source
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:  # noqa: N802 (Twisted API)
+        try:
+            response = self.source.responder.respond(data, False)
+        except Exception:
+            self.source.errors += 1
+            log.failure("query from {addr} raised", addr=addr)
+            return
+        if response is not None:
+            self.transport.write(response, addr)
+
+
+class DnsStreamProtocol(protocol.Protocol, TimeoutMixin):
+    """One TCP connection: two-byte length framing, pipelined queries, idle timeout."""
+
+    factory: DnsStreamFactory
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def connectionMade(self) -> None:  # noqa: N802
+        self.factory.open += 1
+        if self.factory.open > self.factory.max_connections:
+            self.transport.loseConnection()
+            return
+        self.callLater = self.factory.clock.callLater
+        self.setTimeout(self.factory.idle_timeout)
+
+    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
+        self.factory.open -= 1
+        self.setTimeout(None)
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        self.resetTimeout()
+        buffer = self._buffer + data if self._buffer else data
+        pos = 0
+        source = self.factory.source
+        while len(buffer) - pos >= 2:
+            length = (buffer[pos] << 8) | buffer[pos + 1]
+            if len(buffer) - pos - 2 < length:
+                break
+            message = buffer[pos + 2 : pos + 2 + length]
+            pos += 2 + length
+            try:
+                response = source.responder.respond(message, True)
+            except Exception:
+                source.errors += 1
+                log.failure("TCP query raised")
+                response = None
+            if response is None:
+                self.transport.loseConnection()  # garbage that cannot be answered
+                return
+            self.transport.write(len(response).to_bytes(2, "big") + response)
+        self._buffer = buffer[pos:]
+
+    def timeoutConnection(self) -> None:  # noqa: N802
+        self.transport.loseConnection()
+
+
+class DnsStreamFactory(protocol.Factory):
+    """Makes DnsStreamProtocols that share one ResponderSource and connection limit."""
+
+    protocol = DnsStreamProtocol
+
+    def __init__(
+        self,
+        source: ResponderSource,
+        clock: IReactorTime,
+        idle_timeout: float = 10.0,
+        max_connections: int = 1000,
+    ) -> None:
+        self.source = source
+        self.clock = clock
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.open = 0

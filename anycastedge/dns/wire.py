@@ -1,0 +1,293 @@
+"""The wire-format fast path: parse header, question and OPT; answer from cached encoded responses.
+
+Two caches, both owned by one ``Responder`` and so dropped whole with it on reload:
+- ``_exact`` maps the query bytes after the ID to the response bytes after the ID. A repeated query
+  costs one slice, one dict lookup and one concatenation.
+- ``_entries`` maps (lowercased name, type, class) to the encoded response variants (full, without
+  additional data, truncated), from which each distinct query shape is patched: RD/CD flags, the
+  question's case, and the OPT record.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import dns.name
+import dns.rdataclass
+import dns.rdatatype
+import dns.renderer
+
+from anycastedge.dns.engine import FORMERR, NOTIMP, Answer, resolve
+from anycastedge.dns.zone import ZoneSet
+
+OPT_NSID = 3
+_OPT_HEADER = struct.Struct(
+    "!BHHBBHH"
+)  # root name, type, class (payload), ext-rcode, version, flags, rdlen
+_U16 = struct.Struct("!H")
+_TCP_LIMIT = 65535
+_BADVERS = 16
+
+# Labels for metrics: bounded, so a client cannot grow the label space.
+_QTYPE_LABELS = {
+    int(t): t.name
+    for t in (
+        dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.ANY, dns.rdatatype.CAA,
+        dns.rdatatype.CNAME, dns.rdatatype.DNAME, dns.rdatatype.DS, dns.rdatatype.HTTPS,
+        dns.rdatatype.MX, dns.rdatatype.NAPTR, dns.rdatatype.NS, dns.rdatatype.PTR,
+        dns.rdatatype.SOA, dns.rdatatype.SPF, dns.rdatatype.SRV, dns.rdatatype.SSHFP,
+        dns.rdatatype.SVCB, dns.rdatatype.TLSA, dns.rdatatype.TXT, dns.rdatatype.AXFR,
+        dns.rdatatype.IXFR, dns.rdatatype.LOC, dns.rdatatype.URI, dns.rdatatype.DNSKEY,
+    )
+}  # fmt: skip
+_RCODE_LABELS = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP",
+                 5: "REFUSED", 6: "YXDOMAIN", 16: "BADVERS"}  # fmt: skip
+
+MetricKey = tuple[str, str, str, str]  # zone, qtype, rcode, transport
+Counts = dict[MetricKey, int]
+
+
+class MalformedQuery(Exception):
+    """The query cannot be parsed far enough to be answered."""
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """What the fast path parsed out of a query."""
+
+    qname_end: int  # offset just past the question name
+    key: bytes  # lowercased name wire + type + class
+    edns: bool
+    payload: int
+    version: int
+    do: bool
+    nsid: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """The encoded responses for one (name, type, class), ID 0 and RD clear."""
+
+    full: bytes
+    trimmed: bytes | None  # without additional data, when dropping it is allowed
+    truncated: bytes  # TC=1, question only
+    zone: str
+    rcode: int
+
+
+def parse_query(data: bytes) -> Query:
+    """Parse header, question and OPT; raises MalformedQuery on anything a server must reject."""
+    n = len(data)
+    if n < 17 or data[4] != 0 or data[5] != 1 or data[6:10] != b"\0\0\0\0":
+        raise MalformedQuery("need exactly one question and no answer or authority records")
+    pos = 12
+    while True:
+        if pos >= n:
+            raise MalformedQuery("question name runs past the end")
+        length = data[pos]
+        if length == 0:
+            break
+        if length > 63:
+            raise MalformedQuery("compressed or bad label in the question")
+        pos += length + 1
+    pos += 1
+    if pos - 12 > 255:
+        raise MalformedQuery("name longer than 255 octets")
+    if pos + 4 > n:
+        raise MalformedQuery("question truncated")
+    key = data[12:pos].lower() + data[pos : pos + 4]
+    arcount = (data[10] << 8) | data[11]
+    if not arcount:
+        return Query(pos, key, False, 512, 0, False, False)
+    return _parse_additional(data, pos, key, arcount)
+
+
+def _skip_name(data: bytes, pos: int) -> int:
+    n = len(data)
+    while pos < n:
+        length = data[pos]
+        if length == 0:
+            return pos + 1
+        if length & 0xC0 == 0xC0:
+            return pos + 2
+        if length > 63:
+            break
+        pos += length + 1
+    raise MalformedQuery("bad name in the additional section")
+
+
+def _parse_additional(data: bytes, qend: int, key: bytes, count: int) -> Query:
+    pos = qend + 4
+    opt: tuple[int, int, bool, bool] | None = None
+    n = len(data)
+    for _ in range(count):
+        name_start = pos
+        pos = _skip_name(data, pos)
+        if pos + 10 > n:
+            raise MalformedQuery("additional record truncated")
+        rrtype, rrclass, ttl, rdlen = struct.unpack_from("!HHIH", data, pos)
+        rdata = pos + 10
+        pos = rdata + rdlen
+        if pos > n:
+            raise MalformedQuery("additional record data truncated")
+        if rrtype != dns.rdatatype.OPT:
+            continue
+        if opt is not None or data[name_start] != 0:
+            raise MalformedQuery("more than one OPT, or OPT not at the root")
+        nsid = False
+        at = rdata
+        while at < pos:
+            if at + 4 > pos:
+                raise MalformedQuery("EDNS option truncated")
+            code, length = struct.unpack_from("!HH", data, at)
+            at += 4 + length
+            if at > pos:
+                raise MalformedQuery("EDNS option overruns OPT")
+            nsid = nsid or code == OPT_NSID
+        opt = (max(rrclass, 512), (ttl >> 16) & 0xFF, bool(ttl & 0x8000), nsid)
+    if pos != n:
+        raise MalformedQuery("trailing bytes after the last record")
+    if opt is None:
+        return Query(qend, key, False, 512, 0, False, False)
+    return Query(qend, key, True, opt[0], opt[1], opt[2], opt[3])
+
+
+def render_entry(answer: Answer, key: bytes) -> Entry:
+    """Encode an Answer's variants for the question ``key`` (lowercased wire name, type, class)."""
+    qname = dns.name.from_wire(key, 0)[0]
+    qtype, qclass = struct.unpack_from("!HH", key, len(key) - 4)
+    flags = 0x8000 | (0x0400 if answer.aa else 0) | (answer.rcode & 0xF)
+
+    def render(sections: int, tc: bool = False) -> bytes:
+        r = dns.renderer.Renderer(0, flags | (0x0200 if tc else 0), _TCP_LIMIT)
+        r.add_question(qname, qtype, qclass)
+        for section, rrsets in enumerate((answer.answer, answer.authority, answer.additional)):
+            if section >= sections:
+                break
+            for rrset in rrsets:
+                r.add_rrset(section + 1, rrset)
+        r.write_header()
+        return r.get_wire()
+
+    full = render(3)
+    trimmed = None
+    if answer.additional and not answer.referral:
+        trimmed = render(2)
+    zone = answer.zone.to_text(omit_final_dot=True) if answer.zone else "-"
+    return Entry(full, trimmed, render(0, tc=True), zone or ".", answer.rcode)
+
+
+class Responder:
+    """Answers wire queries from one immutable ZoneSet; make a new one to serve new zones."""
+
+    __slots__ = ("zones", "pop", "max_udp", "nsid", "limit", "counts", "_exact", "_entries",
+                 "_resolve")  # fmt: skip
+
+    def __init__(
+        self,
+        zones: ZoneSet,
+        pop: str,
+        max_udp: int = 1232,
+        nsid: bool = True,
+        cache_size: int = 100_000,
+        counts: Counts | None = None,
+        resolver: Callable[[ZoneSet, dns.name.Name, int, int, str], Answer] = resolve,
+    ) -> None:
+        self.zones = zones
+        self.pop = pop
+        self.max_udp = max_udp
+        self.nsid = pop.encode()[:512] if nsid else b""
+        self.limit = cache_size
+        self.counts: Counts = counts if counts is not None else {}
+        self._exact: tuple[dict[bytes, tuple[bytes, MetricKey]], ...] = ({}, {})
+        self._entries: dict[bytes, Entry] = {}
+        self._resolve = resolver
+
+    def respond(self, data: bytes, tcp: bool) -> bytes | None:
+        """The response to one query (None: send nothing)."""
+        exact = self._exact[tcp]
+        hit = exact.get(data[2:])
+        if hit is not None:
+            self.counts[hit[1]] = self.counts.get(hit[1], 0) + 1
+            return data[:2] + hit[0]
+        if len(data) < 12 or data[2] & 0x80:
+            return None  # no header to answer with, or a response: never reply to those
+        opcode = (data[2] >> 3) & 0xF
+        if opcode != 0:
+            return self._error(data, NOTIMP, tcp)
+        try:
+            query = parse_query(data)
+        except MalformedQuery:
+            return self._error(data, FORMERR, tcp)
+        response, metric = self._build(data, query, tcp)
+        self.counts[metric] = self.counts.get(metric, 0) + 1
+        if len(exact) >= self.limit:
+            exact.clear()
+        exact[data[2:]] = (response[2:], metric)
+        return response
+
+    def _error(self, data: bytes, rcode: int, tcp: bool) -> bytes:
+        key = ("-", "-", _RCODE_LABELS[rcode], "tcp" if tcp else "udp")
+        self.counts[key] = self.counts.get(key, 0) + 1
+        # Header only: ID and opcode echoed, QR set, RD copied, no sections.
+        flags = 0x80 | (data[2] & 0x79)
+        return data[:2] + bytes((flags, rcode)) + b"\0" * 8
+
+    def _entry(self, key: bytes) -> Entry:
+        entry = self._entries.get(key)
+        if entry is None:
+            qname = dns.name.from_wire(key, 0)[0]
+            qtype, qclass = struct.unpack_from("!HH", key, len(key) - 4)
+            answer = self._resolve(self.zones, qname, qtype, qclass, self.pop)
+            entry = render_entry(answer, key)
+            if len(self._entries) >= self.limit:
+                self._entries.clear()
+            self._entries[key] = entry
+        return entry
+
+    def _build(self, data: bytes, q: Query, tcp: bool) -> tuple[bytes, MetricKey]:
+        transport = "tcp" if tcp else "udp"
+        qtype = (data[q.qname_end] << 8) | data[q.qname_end + 1]
+        qtype_label = _QTYPE_LABELS.get(qtype, "other")
+        if q.edns and q.version > 0:
+            header = bytes((0x80 | (data[2] & 0x79), 0)) + b"\0\1\0\0\0\0\0\1"
+            body = header + data[12 : q.qname_end + 4] + self._opt(_BADVERS, q.do, False)
+            return data[:2] + body, ("-", qtype_label, "BADVERS", transport)
+        entry = self._entry(q.key)
+        opt = self._opt(0, q.do, q.nsid) if q.edns else b""
+        limit = _TCP_LIMIT if tcp else (min(q.payload, self.max_udp) if q.edns else 512)
+        limit -= len(opt)
+        wire = entry.full
+        if len(wire) > limit:
+            wire = (
+                entry.trimmed if entry.trimmed and len(entry.trimmed) <= limit else entry.truncated
+            )
+        out = bytearray(wire)
+        out[0:2] = data[0:2]
+        out[2] |= data[2] & 0x01  # RD copied
+        out[3] |= data[3] & 0x10  # CD copied
+        out[12 : q.qname_end] = data[12 : q.qname_end]  # the question's case, as asked
+        if opt:
+            out[10:12] = _U16.pack(((out[10] << 8) | out[11]) + 1)
+            out += opt
+        metric = (entry.zone, qtype_label, _RCODE_LABELS.get(entry.rcode, "other"), transport)
+        return bytes(out), metric
+
+    def _opt(self, ext_rcode: int, do: bool, nsid: bool) -> bytes:
+        options = b""
+        if nsid and self.nsid:
+            options = struct.pack("!HH", OPT_NSID, len(self.nsid)) + self.nsid
+        return (
+            _OPT_HEADER.pack(
+                0,
+                dns.rdatatype.OPT,
+                self.max_udp,
+                ext_rcode >> 4,
+                0,
+                0x8000 if do else 0,
+                len(options),
+            )
+            + options
+        )

@@ -1,0 +1,90 @@
+"""The zone model: immutable, lowercased, with delegations, glue and empty non-terminals known."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import dns.name
+import dns.rdatatype
+import dns.rrset
+
+Name = dns.name.Name
+RRset = dns.rrset.RRset
+Node = Mapping[int, RRset]
+
+WILDCARD = b"*"
+
+
+@dataclass(frozen=True, slots=True)
+class Zone:
+    """One zone's authoritative data and what a lookup needs to know about its shape."""
+
+    origin: Name
+    nodes: Mapping[Name, Node]  # authoritative data, plus NS/DS at the cuts
+    glue: Mapping[Name, Node]  # A/AAAA of names at or below a cut (occluded)
+    names: frozenset[Name]  # every name that exists, empty non-terminals included
+    cuts: frozenset[Name]  # delegation points below the apex
+    soa: RRset
+    digest: str  # hash of the content, the SOA serial excluded
+    source: str = ""
+    loaded_at: float = 0.0
+
+    @property
+    def serial(self) -> int:
+        """The SOA serial."""
+        return int(self.soa[0].serial)
+
+    @property
+    def negative_ttl(self) -> int:
+        """TTL of negative answers: min(SOA TTL, SOA MINIMUM), RFC 2308 section 5."""
+        return min(self.soa.ttl, int(self.soa[0].minimum))
+
+    def find_cut(self, qname: Name) -> Name | None:
+        """The highest delegation point at or above ``qname``, if any."""
+        if not self.cuts:
+            return None
+        labels = qname.labels
+        depth = len(self.origin.labels)
+        for i in range(len(labels) - depth - 1, -1, -1):
+            candidate = Name(labels[i:])
+            if candidate in self.cuts:
+                return candidate
+        return None
+
+    def addresses(self, name: Name) -> Iterator[RRset]:
+        """A and AAAA RRsets for ``name``, from authoritative data or glue."""
+        for source in (self.nodes, self.glue):
+            node = source.get(name)
+            if node:
+                for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+                    rrset = node.get(rdtype)
+                    if rrset is not None:
+                        yield rrset
+                return
+
+
+class ZoneSet:
+    """The zones served together; finds the zone that answers for a name."""
+
+    __slots__ = ("zones", "_depths")
+
+    def __init__(self, zones: Mapping[Name, Zone]) -> None:
+        self.zones: Mapping[Name, Zone] = dict(zones)
+        self._depths = sorted({len(z.labels) for z in self.zones}, reverse=True)
+
+    def find(self, qname: Name) -> Zone | None:
+        """The closest enclosing zone of ``qname`` (longest suffix match)."""
+        labels = qname.labels
+        for depth in self._depths:
+            if depth <= len(labels):
+                zone = self.zones.get(Name(labels[len(labels) - depth :]))
+                if zone is not None:
+                    return zone
+        return None
+
+    def __len__(self) -> int:
+        return len(self.zones)
+
+    def __iter__(self) -> Iterator[Zone]:
+        return iter(self.zones.values())
