@@ -158,12 +158,13 @@ def load_pop(path: Path | str) -> PopConfig:
     if pop is not None and not pop:
         r.error("pop", "is required (names this POP in NSID, id.server, metrics)")
     state_dir = r.get("state_dir", str, None)
-    anycast = r.converted("anycast", _prefixes, ())
+    anycast: tuple[str, ...] = r.converted("anycast", _prefixes, ())
     dns_r = r.child("dns")
     dns = _read_dns(dns_r, base)
     dns_r.finish()
     control_r = r.child("control")
-    control = ControlConfig(listen=control_r.converted("listen", _loopback, ("127.0.0.1", 9053)))
+    default_control: HostPort | None = ("127.0.0.1", 9053)
+    control = ControlConfig(listen=control_r.converted("listen", _loopback, default_control))
     control_r.finish()
     bgp = r.get("bgp", dict, {})
     forward = r.get("forward", dict, {})
@@ -172,7 +173,7 @@ def load_pop(path: Path | str) -> PopConfig:
         raise ConfigError(problems)
     return PopConfig(
         pop=pop or "anycastedge",
-        state_dir=(base / state_dir) if state_dir else PopConfig.state_dir,
+        state_dir=(base / state_dir) if state_dir else Path("/var/lib/anycastedge"),
         anycast=anycast,
         dns=dns,
         control=control,

@@ -29,13 +29,13 @@ def _location(mark: yaml.Mark) -> Location:
 class _MarkingLoader(yaml.SafeLoader):
     """SafeLoader whose mappings are MarkedDicts and whose duplicate keys are errors."""
 
-    def construct_mapping(self, node: MappingNode, deep: bool = False) -> MarkedDict:  # type: ignore[override]
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> MarkedDict:
         self.flatten_mapping(node)
         result = MarkedDict()
         result.location = _location(node.start_mark)
         result.key_locations = {}
         for key_node, value_node in node.value:
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=True)
             try:
                 hash(key)
             except TypeError:
@@ -46,14 +46,14 @@ class _MarkingLoader(yaml.SafeLoader):
                 raise ConfigError(
                     [Problem(f"duplicate key {key!r}", _location(key_node.start_mark))]
                 )
-            result[key] = self.construct_object(value_node, deep=deep)  # type: ignore[no-untyped-call]
+            result[key] = self.construct_object(value_node, deep=deep)
             result.key_locations[key] = _location(key_node.start_mark)
         return result
 
 
 _MarkingLoader.add_constructor(
     "tag:yaml.org,2002:map",
-    _MarkingLoader.construct_mapping,  # type: ignore[arg-type]
+    _MarkingLoader.construct_mapping,
 )
 
 

@@ -206,9 +206,10 @@ def build_zone(
         if rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
             glue.setdefault(owner, {})[rdtype] = rrset
         subject = owner.relativize(origin).to_text()
+        type_name = dns.rdatatype.RdataType.make(rdtype).name
         warnings.append(
             Problem(
-                f"{dns.rdatatype.to_text(rdtype)} is occluded by the delegation at {cut}; "
+                f"{type_name} is occluded by the delegation at {cut}; "
                 "served only as glue in referrals",
                 b.locations[owner],
                 subject,
