@@ -116,10 +116,11 @@ def _networks(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
 
 def _read_dns(r: Reader, base: Path) -> DnsConfig:
     d = DnsConfig()
+    soa_default = SoaConfig()
     soa_r = r.child("soa")
     soa = SoaConfig(
         **{
-            name: int(soa_r.number(name, getattr(SoaConfig, name), 0, 2**31 - 1))
+            name: int(soa_r.number(name, getattr(soa_default, name), 0, 2**31 - 1))
             for name in ("ttl", "refresh", "retry", "expire", "minimum")
         },
         rname=soa_r.get("rname", str, None),

@@ -36,6 +36,11 @@ class DnsCollector(Collector):
         yield CounterMetricFamily(
             "anycastedge_dns_internal_errors", "Queries that raised inside the server", s.errors
         )
+        yield CounterMetricFamily(
+            "anycastedge_dns_udp_send_failures",
+            "UDP responses the kernel would not take (full buffer); the client retries",
+            s.dropped,
+        )
         serial = GaugeMetricFamily(
             "anycastedge_dns_zone_serial", "SOA serial of each served zone", labels=["zone"]
         )

@@ -65,6 +65,7 @@ class ZoneService(service.Service):
         self.reactor: IReactorTime = reactor
         self.counts: Counts = {}
         self.errors = 0
+        self.dropped = 0
         self.reloads = {"success": 0, "failure": 0}
         self.history: list[ReloadResult] = []
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()

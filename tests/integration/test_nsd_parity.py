@@ -59,6 +59,15 @@ NOT_COMPARABLE: dict[str, str] = {
     "so the name and everything below it differs",
 }
 
+#: Differences the test recognises and summarises in one line each, but that still fail until
+#: the design says otherwise (then move the key to INTENTIONAL_DIFFERENCES, with the reason).
+RECOGNISED: dict[str, str] = {
+    "AUTHORITY_NS": "NSD (minimal-responses: no, its default) adds the zone's NS RRset to the "
+    "authority section of authoritative positive answers, and the NS names' A/AAAA to the "
+    "additional section; anycastedge leaves them out (as BIND's minimal-responses no-auth and "
+    "Knot do)",
+}
+
 FIXTURES = Path(__file__).with_name("zones")
 INTEROP = REPO.parent / "shared" / "interop" / "unit.tests.yaml"
 MISSING_TYPE = "HINFO"  # a type no zone here uses: NODATA at existing names
@@ -321,8 +330,10 @@ def _category(
     query: Query,
     replies: list[dns.message.Message | Exception],
     tainted: dict[dns.name.Name, str],
+    lines: list[str],
+    apex_ns: dns.rrset.RRset,
 ) -> str | None:
-    """The INTENTIONAL_DIFFERENCES or NOT_COMPARABLE key that covers this query, if any."""
+    """The key in INTENTIONAL_DIFFERENCES, NOT_COMPARABLE or RECOGNISED that covers this query."""
     if query.qtype == "ANY":
         return "ANY"
     if query.qclass == "CH":
@@ -335,6 +346,18 @@ def _category(
         for bad, why in tainted.items():
             if name == bad or (why == "CONVERTER" and name.is_subdomain(bad)):
                 return why
+    ns_text = _rrset_text(apex_ns)
+    targets = {rd.target.to_text().lower() for rd in apex_ns}
+    if all(
+        line == f"  authority: only NSD         {ns_text}"
+        or (
+            line.startswith("  additional: only NSD ")
+            and line.split()[3] in targets
+            and line.split()[6] in ("A", "AAAA")
+        )
+        for line in lines
+    ):
+        return "AUTHORITY_NS"
     return None
 
 
@@ -346,9 +369,11 @@ def test_answers_match_nsd(pair: Pair, request: pytest.FixtureRequest) -> None:
     records = _yaml_records(source, origin)
     tainted = _tainted(records)
     queries = build_queries(pair.bind_file, origin, set(records))
+    apex_ns = _ask(Query(pair.zone, "NS"), pair.nsd).answer[0]
 
     failures: list[str] = []
     expected: list[str] = []
+    recognised: dict[str, list[str]] = {key: [] for key in RECOGNISED}
     for query in queries:
         checks = [query]
         while checks:
@@ -366,16 +391,23 @@ def test_answers_match_nsd(pair: Pair, request: pytest.FixtureRequest) -> None:
                 checks.append(Query(q.qname, q.qtype, q.qclass, "tcp"))
             if not lines:
                 continue
-            category = _category(q, replies, tainted)
+            category = _category(q, replies, tainted, lines, apex_ns)
             report = f"{q}:\n" + "\n".join(lines)
-            if category is None:
-                failures.append(report)
-            else:
+            if category in INTENTIONAL_DIFFERENCES or category in NOT_COMPARABLE:
                 expected.append(f"[{category}] {report}")
+            elif category in recognised:
+                recognised[category].append(str(q))
+            else:
+                failures.append(report)
 
     if expected:
         print(f"{len(expected)} differences in documented categories (not failures):")
         print("\n".join(expected))
+    for key, where in recognised.items():
+        if where:
+            failures.insert(
+                0, f"[{key}] {len(where)} queries: {RECOGNISED[key]}\n  " + "\n  ".join(where)
+            )
     if failures:
         shown = "\n".join(failures[:80])
         more = f"\n... and {len(failures) - 80} more" if len(failures) > 80 else ""
