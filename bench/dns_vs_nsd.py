@@ -136,15 +136,21 @@ def measure(label: str, pid: int, port: int, qfile: Path, args: argparse.Namespa
 
 
 @contextlib.contextmanager
-def anycastedge(zones_dir: Path, zone: str) -> Iterator[tuple[int, int]]:
-    """`anycastedge serve` pinned to SERVER_CPU; yields (pid, port)."""
+def anycastedge(zones_dir: Path, zone: str, log: Path) -> Iterator[tuple[int, int]]:
+    """`anycastedge serve` pinned to SERVER_CPU, logging to ``log``; yields (pid, port)."""
     port, cport = free_port(), free_port()
     cmd = ["taskset", "-c", str(SERVER_CPU), sys.executable, "-m", "anycastedge", "serve"]
     cmd += ["--zones", str(zones_dir), "--listen", f"{HOST}:{port}", "--control", f"{HOST}:{cport}"]
     env = {k: v for k, v in os.environ.items() if k != "ANYCASTEDGE_CONFIG"}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
-        wait_until_answers([zone], HOST, port, timeout=30.0, proc=proc)
+        try:
+            wait_until_answers([zone], HOST, port, timeout=30.0, proc=proc)
+        except (RuntimeError, TimeoutError) as error:
+            raise RuntimeError(f"anycastedge serve: {error}\n{log.read_text()}") from None
         yield proc.pid, port
     finally:
         if proc.poll() is None:
@@ -199,7 +205,7 @@ def main() -> int:
             flush=True,
         )
         results = []
-        with anycastedge(served, zone) as (pid, port):
+        with anycastedge(served, zone, work / "anycastedge.log") as (pid, port):
             results.append(measure("anycastedge", pid, port, qfile, args))
         with NsdServer({zone: bind_file}, cpu=SERVER_CPU) as nsd:
             results.append(measure("nsd", nsd.pid, nsd.port, qfile, args))

@@ -231,6 +231,10 @@ def build_zone(
     digest = _digest(b.rrsets.values())
     soa = _synthesize_soa(origin, b.apex_ns, soa_config, path, digest, previous)
     nodes.setdefault(origin, {})[dns.rdatatype.SOA] = soa
+    # RFC 2308 section 5: negative answers live min(SOA TTL, MINIMUM).
+    negative_soa = dns.rrset.RRset(origin, soa.rdclass, soa.rdtype)
+    negative_soa.update(soa)
+    negative_soa.update_ttl(min(soa.ttl, soa_config.minimum))
     zone = Zone(
         origin=origin,
         nodes=nodes,
@@ -238,6 +242,7 @@ def build_zone(
         names=frozenset(names),
         cuts=cuts,
         soa=soa,
+        negative_soa=negative_soa,
         digest=digest,
         source=str(path),
         loaded_at=time.time(),

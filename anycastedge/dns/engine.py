@@ -147,13 +147,7 @@ def _referral(zone: Zone, cut: Name, result: Answer) -> None:
 
 
 def _negative(zone: Zone, result: Answer) -> None:
-    soa = zone.soa
-    if soa.ttl != zone.negative_ttl:
-        copy = dns.rrset.RRset(soa.name, soa.rdclass, soa.rdtype)
-        copy.update(soa)
-        copy.update_ttl(zone.negative_ttl)
-        soa = copy
-    result.authority.append(soa)
+    result.authority.append(zone.negative_soa)
 
 
 def _wildcard(zone: Zone, qname: Name) -> Node | None:

@@ -20,7 +20,7 @@ import dns.rdatatype
 import dns.renderer
 
 from anycastedge.dns.engine import FORMERR, NOTIMP, Answer, resolve
-from anycastedge.dns.zone import ZoneSet
+from anycastedge.dns.zone import RRset, ZoneSet
 
 OPT_NSID = 3
 _OPT_HEADER = struct.Struct(
@@ -154,14 +154,45 @@ def _parse_additional(data: bytes, qend: int, key: bytes, count: int) -> Query:
     return Query(qend, key, True, opt[0], opt[1], opt[2], opt[3])
 
 
-def render_entry(answer: Answer, key: bytes) -> Entry:
+def _header(flags: int, ancount: int, nscount: int, arcount: int) -> bytes:
+    return struct.pack("!HHHHHH", 0, flags, 1, ancount, nscount, arcount)
+
+
+NegativeTails = dict[dns.name.Name, tuple[int, bytes]]
+
+
+def negative_tail(soa: RRset) -> tuple[int, bytes]:
+    """The apex's wire length, and the SOA RR after its owner name (RDATA names uncompressed)."""
+    rdata = soa[0].to_wire()
+    assert rdata is not None
+    apex_length = sum(len(label) + 1 for label in soa.name.labels)
+    return apex_length, struct.pack("!HHIH", soa.rdtype, soa.rdclass, soa.ttl, len(rdata)) + rdata
+
+
+def render_entry(answer: Answer, key: bytes, tails: NegativeTails | None = None) -> Entry:
     """Encode an Answer's variants for the question ``key`` (lowercased wire name, type, class)."""
+    flags = 0x8000 | (0x0400 if answer.aa else 0) | (answer.rcode & 0xF)
+    zone = answer.zone.to_text(omit_final_dot=True) or "." if answer.zone else "-"
+    truncated = _header(flags | 0x0200, 0, 0, 0) + key
+    if not answer.answer and not answer.additional and len(answer.authority) == 1:
+        soa = answer.authority[0]
+        if soa.rdtype == dns.rdatatype.SOA and answer.zone is not None:
+            # The common negative answer (and every random-name query) skips the renderer: the
+            # SOA owner is the zone apex, a suffix of the question name, so one pointer names it.
+            cached = tails.get(soa.name) if tails is not None else None
+            if cached is None:
+                cached = negative_tail(soa)
+                if tails is not None:
+                    tails[soa.name] = cached
+            apex_length, tail = cached
+            apex_at = 12 + len(key) - 4 - apex_length
+            full = _header(flags, 0, 1, 0) + key + _U16.pack(0xC000 | apex_at) + tail
+            return Entry(full, None, truncated, zone, answer.rcode)
     qname = dns.name.from_wire(key, 0)[0]
     qtype, qclass = struct.unpack_from("!HH", key, len(key) - 4)
-    flags = 0x8000 | (0x0400 if answer.aa else 0) | (answer.rcode & 0xF)
 
-    def render(sections: int, tc: bool = False) -> bytes:
-        r = dns.renderer.Renderer(0, flags | (0x0200 if tc else 0), _TCP_LIMIT)
+    def render(sections: int) -> bytes:
+        r = dns.renderer.Renderer(0, flags, _TCP_LIMIT)
         r.add_question(qname, qtype, qclass)
         for section, rrsets in enumerate((answer.answer, answer.authority, answer.additional)):
             if section >= sections:
@@ -171,19 +202,15 @@ def render_entry(answer: Answer, key: bytes) -> Entry:
         r.write_header()
         return r.get_wire()
 
-    full = render(3)
-    trimmed = None
-    if answer.additional and not answer.referral:
-        trimmed = render(2)
-    zone = answer.zone.to_text(omit_final_dot=True) if answer.zone else "-"
-    return Entry(full, trimmed, render(0, tc=True), zone or ".", answer.rcode)
+    trimmed = render(2) if answer.additional and not answer.referral else None
+    return Entry(render(3), trimmed, truncated, zone, answer.rcode)
 
 
 class Responder:
     """Answers wire queries from one immutable ZoneSet; make a new one to serve new zones."""
 
     __slots__ = ("zones", "pop", "max_udp", "nsid", "limit", "counts", "_exact", "_entries",
-                 "_resolve")  # fmt: skip
+                 "_resolve", "_tails")  # fmt: skip
 
     def __init__(
         self,
@@ -203,6 +230,7 @@ class Responder:
         self.counts: Counts = counts if counts is not None else {}
         self._exact: tuple[dict[bytes, tuple[bytes, MetricKey]], ...] = ({}, {})
         self._entries: dict[bytes, Entry] = {}
+        self._tails: NegativeTails = {}
         self._resolve = resolver
 
     def respond(self, data: bytes, tcp: bool) -> bytes | None:
@@ -241,7 +269,7 @@ class Responder:
             qname = dns.name.from_wire(key, 0)[0]
             qtype, qclass = struct.unpack_from("!HH", key, len(key) - 4)
             answer = self._resolve(self.zones, qname, qtype, qclass, self.pop)
-            entry = render_entry(answer, key)
+            entry = render_entry(answer, key, self._tails)
             if len(self._entries) >= self.limit:
                 self._entries.clear()
             self._entries[key] = entry

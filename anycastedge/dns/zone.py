@@ -26,6 +26,7 @@ class Zone:
     names: frozenset[Name]  # every name that exists, empty non-terminals included
     cuts: frozenset[Name]  # delegation points below the apex
     soa: RRset
+    negative_soa: RRset  # the SOA with TTL min(TTL, MINIMUM), for negative answers
     digest: str  # hash of the content, the SOA serial excluded
     source: str = ""
     loaded_at: float = 0.0
@@ -34,11 +35,6 @@ class Zone:
     def serial(self) -> int:
         """The SOA serial."""
         return int(self.soa[0].serial)
-
-    @property
-    def negative_ttl(self) -> int:
-        """TTL of negative answers: min(SOA TTL, SOA MINIMUM), RFC 2308 section 5."""
-        return min(self.soa.ttl, int(self.soa[0].minimum))
 
     def find_cut(self, qname: Name) -> Name | None:
         """The highest delegation point at or above ``qname``, if any."""

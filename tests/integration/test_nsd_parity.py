@@ -45,7 +45,6 @@ from tests.support.nsd import NsdServer, free_port, wait_until_answers, zone_yam
 #: Where anycastedge deliberately answers differently from NSD 4.6. Queries in these categories
 #: are sent to both and any difference is printed, but it does not fail the test.
 INTENTIONAL_DIFFERENCES: dict[str, str] = {
-    "AUTHORITY_NS": "tmp",
     "ANY": "qtype ANY is answered minimally (RFC 8482); NSD 4.6 also answers with a single RRset, "
     "but which RRset (and whether the NS/additional sections follow) is each server's choice",
     "CHAOS": "class CH (version.server, id.server, hostname.bind): NSD answers its own version "
