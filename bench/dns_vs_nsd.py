@@ -23,6 +23,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dns.name
 import dns.rdatatype
@@ -117,7 +118,9 @@ def dnsperf(port: int, qfile: Path, seconds: int, args: argparse.Namespace) -> d
     return {k: v.strip() for k, v in found.items()}
 
 
-def measure(label: str, pid: int, port: int, qfile: Path, args: argparse.Namespace) -> dict:
+def measure(
+    label: str, pid: int, port: int, qfile: Path, args: argparse.Namespace
+) -> dict[str, Any]:
     if args.warmup > 0:
         dnsperf(port, qfile, args.warmup, args)
     before = cpu_seconds(pid)

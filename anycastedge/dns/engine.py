@@ -97,6 +97,8 @@ def _lookup(zone: Zone, qname: Name, qtype: int, result: Answer, seen: set[Name]
     rrset = node.get(qtype)
     if rrset is not None:
         _add_answer(zone, rrset, qname, result)
+        if not (qtype == dns.rdatatype.DS and qname == cut):
+            _add_apex_ns(zone, result)
         return
     cname = node.get(dns.rdatatype.CNAME)
     if cname is None:
@@ -136,6 +138,15 @@ def _add_additional(zone: Zone, rrset: RRset, result: Answer) -> None:
             if (address.name, address.rdtype) not in present:
                 present.add((address.name, address.rdtype))
                 result.additional.append(address)
+
+
+def _add_apex_ns(zone: Zone, result: Answer) -> None:
+    """Positive answers carry the zone's NS set and its addresses, as NSD (and BIND) do."""
+    ns = zone.nodes[zone.origin].get(dns.rdatatype.NS)
+    if ns is None or any(r.rdtype == dns.rdatatype.NS and r.name == ns.name for r in result.answer):
+        return
+    result.authority.append(ns)
+    _add_additional(zone, ns, result)
 
 
 def _referral(zone: Zone, cut: Name, result: Answer) -> None:

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dns.edns
 import dns.exception
 import dns.flags
 import dns.message
@@ -45,10 +44,12 @@ from tests.support.nsd import NsdServer, free_port, wait_until_answers, zone_yam
 #: Where anycastedge deliberately answers differently from NSD 4.6. Queries in these categories
 #: are sent to both and any difference is printed, but it does not fail the test.
 INTENTIONAL_DIFFERENCES: dict[str, str] = {
-    "ANY": "qtype ANY is answered minimally (RFC 8482); NSD 4.6 also answers with a single RRset, "
-    "but which RRset (and whether the NS/additional sections follow) is each server's choice",
-    "CHAOS": "class CH (version.server, id.server, hostname.bind): NSD answers its own version "
-    "and host name; anycastedge answers from the POP's name, or refuses",
+    "ANY": "qtype ANY is answered minimally (RFC 8482) with the RRset of the lowest type code at "
+    "the name (docs/dns-behaviour.md); NSD 4.6 also answers with one RRset, but picks another "
+    "(the SOA at the apex)",
+    "CHAOS": "class CH: anycastedge answers id.server/hostname.bind with the POP name (AA set) and "
+    "REFUSES version.server/version.bind (no version disclosure); NSD answers all four with its "
+    "host name or version, without AA",
 }
 
 #: Where the two servers cannot be compared, because NSD never sees the same data.
@@ -237,7 +238,7 @@ def build_queries(
         Query(f"a.b.c.nonexistent.{apex}", "TXT"),
         # outside the zone: REFUSED, never a referral or an answer from elsewhere
         Query(origin.parent().to_text(), "SOA"),
-        Query(dns.name.Name((b"not" + origin[0], *origin.parent())).to_text(), "A"),
+        Query(dns.name.Name((b"not" + origin[0], *origin.parent().labels)).to_text(), "A"),
         Query("example.invalid.", "A"),
         Query(".", "NS"),
         # case of the query name is preserved

@@ -1,0 +1,43 @@
+"""Fixtures for integration tests: the repo's zones in a tmp dir, served by a real subprocess."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # so that `tests.support` imports; pytest does not add the rootdir
+    sys.path.insert(0, str(REPO))
+
+from tests.support.server import ServerHandle, running_server  # noqa: E402
+
+REPO_ZONES = REPO / "zones"
+
+
+def copy_repo_zones(target: Path) -> Path:
+    """Copy the repo's zones/ to ``target`` (created) and return it."""
+    shutil.copytree(REPO_ZONES, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def repo_zones_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the repo's zones/ that the session-wide server serves (do not modify it)."""
+    return copy_repo_zones(tmp_path_factory.mktemp("session-zones") / "zones")
+
+
+@pytest.fixture(scope="session")
+def server(repo_zones_copy: Path) -> Iterator[ServerHandle]:
+    """One `anycastedge serve` for the session, serving the copy of the repo's zones/."""
+    with running_server(repo_zones_copy) as handle:
+        yield handle
+
+
+@pytest.fixture
+def zones_copy(tmp_path: Path) -> Path:
+    """A fresh copy of the repo's zones/ that a test may modify."""
+    return copy_repo_zones(tmp_path / "zones")
