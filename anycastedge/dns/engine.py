@@ -59,7 +59,7 @@ def resolve(zones: ZoneSet, qname: Name, qtype: int, qclass: int, pop: str) -> A
 def _chaos(qname: Name, qtype: int, pop: str) -> Answer:
     if qname in CHAOS_IDENTITY and qtype in (dns.rdatatype.TXT, dns.rdatatype.ANY):
         rrset = dns.rrset.from_text(qname, 0, "CH", "TXT", _quoted(pop))
-        return Answer(aa=True, answer=[rrset])
+        return Answer(answer=[rrset])  # not AA, as NSD: no zone stands behind it
     return Answer(rcode=REFUSED)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any, Protocol
 
 from twisted.internet import protocol
@@ -12,6 +13,8 @@ from twisted.protocols.policies import TimeoutMixin
 from anycastedge.dns.wire import Responder
 
 log = Logger()
+
+UDP_BUFFER_BYTES = 4 * 1024 * 1024
 
 
 class ResponderSource(Protocol):
@@ -30,9 +33,17 @@ class DnsDatagramProtocol(protocol.DatagramProtocol):
         self._sendto: Any = None
 
     def startProtocol(self) -> None:  # noqa: N802
+        sock = self.transport.socket
+        # Bursts beyond the default ~200 KiB receive buffer are lost before we can read them;
+        # the kernel caps the request at net.core.rmem_max.
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, UDP_BUFFER_BYTES)
+            except OSError:
+                log.warn("could not enlarge the UDP socket buffer")
         # Straight to the socket: Twisted's write() re-validates the address on every packet,
         # which is a measurable share of a cached answer's cost.
-        self._sendto = self.transport.socket.sendto
+        self._sendto = sock.sendto
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:  # noqa: N802 (Twisted API)
         try:

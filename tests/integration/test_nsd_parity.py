@@ -47,9 +47,9 @@ INTENTIONAL_DIFFERENCES: dict[str, str] = {
     "ANY": "qtype ANY is answered minimally (RFC 8482) with the RRset of the lowest type code at "
     "the name (docs/dns-behaviour.md); NSD 4.6 also answers with one RRset, but picks another "
     "(the SOA at the apex)",
-    "CHAOS": "class CH: anycastedge answers id.server/hostname.bind with the POP name (AA set) and "
+    "CHAOS": "class CH: anycastedge answers id.server/hostname.bind with the POP name and "
     "REFUSES version.server/version.bind (no version disclosure); NSD answers all four with its "
-    "host name or version, without AA",
+    "host name or version",
 }
 
 #: Where the two servers cannot be compared, because NSD never sees the same data.
@@ -63,10 +63,8 @@ NOT_COMPARABLE: dict[str, str] = {
 #: Differences the test recognises and summarises in one line each, but that still fail until
 #: the design says otherwise (then move the key to INTENTIONAL_DIFFERENCES, with the reason).
 RECOGNISED: dict[str, str] = {
-    "AUTHORITY_NS": "NSD (minimal-responses: no, its default) adds the zone's NS RRset to the "
-    "authority section of authoritative positive answers, and the NS names' A/AAAA to the "
-    "additional section; anycastedge leaves them out (as BIND's minimal-responses no-auth and "
-    "Knot do)",
+    "AUTHORITY_NS": "the zone's NS RRset in the authority section of a positive answer and the "
+    "NS names' A/AAAA in the additional section (NSD's default, minimal-responses: no) differ",
 }
 
 FIXTURES = Path(__file__).with_name("zones")
