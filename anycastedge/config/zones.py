@@ -160,11 +160,12 @@ def _check_zone(b: _Builder) -> None:
             b.problem(subject, "DS belongs only beside NS at a delegation", where, warning=True)
 
 
-def _digest(rrsets: Iterable[RRset]) -> str:
-    h = hashlib.sha256()
+def _digest(rrsets: Iterable[RRset], soa_config: SoaConfig, mname: str) -> str:
+    """What the serial follows: the data (value order ignored) and the SOA's own settings."""
+    h = hashlib.sha256(f"{soa_config!r} {mname}\n".encode())
     for rrset in sorted(rrsets, key=lambda r: (r.name, r.rdtype)):
-        h.update(rrset.to_text().encode())
-        h.update(b"\n")
+        values = sorted(rdata.to_text() for rdata in rrset)
+        h.update(f"{rrset.name} {rrset.rdtype} {rrset.ttl} {values}\n".encode())
     return h.hexdigest()
 
 
@@ -196,6 +197,12 @@ def build_zone(
     )
     # An NS set below another delegation is itself occluded: only the topmost cut counts.
     cuts = frozenset(o for o in ns_owners if _cut_above(o, origin, ns_owners) == o)
+    ns_targets = {
+        rdata.target.canonicalize()
+        for (owner, rdtype), rrset in b.rrsets.items()
+        if rdtype == dns.rdatatype.NS
+        for rdata in rrset
+    }
     nodes: dict[Name, dict[int, RRset]] = {}
     glue: dict[Name, dict[int, RRset]] = {}
     for (owner, rdtype), rrset in b.rrsets.items():
@@ -205,6 +212,8 @@ def build_zone(
             continue
         if rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
             glue.setdefault(owner, {})[rdtype] = rrset
+            if owner in ns_targets:
+                continue  # glue for a delegation: exactly what it is for
         subject = owner.relativize(origin).to_text()
         type_name = dns.rdatatype.RdataType.make(rdtype).name
         warnings.append(
@@ -228,8 +237,9 @@ def build_zone(
             name = name.parent()
     names.add(origin)
 
-    digest = _digest(b.rrsets.values())
-    soa = _synthesize_soa(origin, b.apex_ns, soa_config, path, digest, previous)
+    mname = b.apex_ns[0] if b.apex_ns else origin.to_text()
+    digest = _digest(b.rrsets.values(), soa_config, mname)
+    soa = _synthesize_soa(origin, mname, soa_config, path, digest, previous)
     nodes.setdefault(origin, {})[dns.rdatatype.SOA] = soa
     # RFC 2308 section 5: negative answers live min(SOA TTL, MINIMUM).
     negative_soa = dns.rrset.RRset(origin, soa.rdclass, soa.rdtype)
@@ -264,7 +274,7 @@ def _cut_above(owner: Name, origin: Name, cuts: frozenset[Name]) -> Name | None:
 
 def _synthesize_soa(
     origin: Name,
-    apex_ns: list[str],
+    mname: str,
     cfg: SoaConfig,
     path: Path,
     digest: str,
@@ -282,7 +292,6 @@ def _synthesize_soa(
             serial = previous.serial
         elif serial <= previous.serial:
             serial = (previous.serial + 1) & 0xFFFFFFFF
-    mname = apex_ns[0] if apex_ns else origin.to_text()
     rname = cfg.rname or f"hostmaster.{origin.to_text()}"
     soa = dns.rrset.from_text(
         origin,

@@ -36,6 +36,7 @@ class Answer:
     additional: list[RRset] = field(default_factory=list)
     zone: Name | None = None
     referral: bool = False  # additional data is required glue: truncate rather than drop it
+    authority_optional: bool = False  # the authority section may be dropped to fit
 
 
 def resolve(zones: ZoneSet, qname: Name, qtype: int, qclass: int, pop: str) -> Answer:
@@ -71,9 +72,8 @@ def _lookup(zone: Zone, qname: Name, qtype: int, result: Answer, seen: set[Name]
     seen.add(qname)
     cut = zone.find_cut(qname)
     if cut is not None and not (cut == qname and qtype == dns.rdatatype.DS):
-        if result.answer:
-            return  # a CNAME into a delegation: the resolver follows it from here
-        _referral(zone, cut, result)
+        # A CNAME into a delegation keeps AA for the CNAME and adds the referral (RFC 1034 4.3.2)
+        _referral(zone, cut, result, keep_aa=bool(result.answer))
         return
     node = zone.nodes.get(qname)
     if node is None and qname not in zone.names:
@@ -146,11 +146,12 @@ def _add_apex_ns(zone: Zone, result: Answer) -> None:
     if ns is None or any(r.rdtype == dns.rdatatype.NS and r.name == ns.name for r in result.answer):
         return
     result.authority.append(ns)
+    result.authority_optional = True
     _add_additional(zone, ns, result)
 
 
-def _referral(zone: Zone, cut: Name, result: Answer) -> None:
-    result.aa = False
+def _referral(zone: Zone, cut: Name, result: Answer, keep_aa: bool = False) -> None:
+    result.aa = keep_aa
     result.referral = True
     ns = zone.nodes[cut][dns.rdatatype.NS]
     result.authority.append(ns)
@@ -194,5 +195,12 @@ def _synthesize_from_dname(
         return
     cname = dns.rrset.from_text(qname, dname.ttl, "IN", "CNAME", target.to_text())
     result.answer.append(cname)
-    if target.is_subdomain(zone.origin) and target not in seen:
+    if qtype == dns.rdatatype.CNAME:
+        return  # the synthesized CNAME is the answer
+    # A DNAME whose target lies below its own owner would apply again and again: stop after one.
+    if (
+        target.is_subdomain(zone.origin)
+        and not target.is_subdomain(dname.name)
+        and target not in seen
+    ):
         _lookup(zone, target, qtype, result, seen)

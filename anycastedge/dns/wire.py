@@ -71,7 +71,7 @@ class Entry:
     """The encoded responses for one (name, type, class), ID 0 and RD clear."""
 
     full: bytes
-    trimmed: bytes | None  # without additional data, when dropping it is allowed
+    smaller: tuple[bytes, ...]  # without the optional sections, largest first (RFC 2181 s9)
     truncated: bytes  # TC=1, question only
     zone: str
     rcode: int
@@ -100,6 +100,8 @@ def parse_query(data: bytes) -> Query:
     key = data[12:pos].lower() + data[pos : pos + 4]
     arcount = (data[10] << 8) | data[11]
     if not arcount:
+        if pos + 4 != n:
+            raise MalformedQuery("trailing bytes after the question")
         return Query(pos, key, False, 512, 0, False, False)
     return _parse_additional(data, pos, key, arcount)
 
@@ -187,7 +189,7 @@ def render_entry(answer: Answer, key: bytes, tails: NegativeTails | None = None)
             apex_length, tail = cached
             apex_at = 12 + len(key) - 4 - apex_length
             full = _header(flags, 0, 1, 0) + key + _U16.pack(0xC000 | apex_at) + tail
-            return Entry(full, None, truncated, zone, answer.rcode)
+            return Entry(full, (), truncated, zone, answer.rcode)
     qname = dns.name.from_wire(key, 0)[0]
     qtype, qclass = struct.unpack_from("!HH", key, len(key) - 4)
 
@@ -202,8 +204,13 @@ def render_entry(answer: Answer, key: bytes, tails: NegativeTails | None = None)
         r.write_header()
         return r.get_wire()
 
-    trimmed = render(2) if answer.additional and not answer.referral else None
-    return Entry(render(3), trimmed, truncated, zone, answer.rcode)
+    smaller = []
+    if not answer.referral:  # referral glue is required: truncate rather than drop it
+        if answer.additional:
+            smaller.append(render(2))
+        if answer.authority and answer.authority_optional:
+            smaller.append(render(1))
+    return Entry(render(3), tuple(smaller), truncated, zone, answer.rcode)
 
 
 class Responder:
@@ -289,9 +296,11 @@ class Responder:
         limit -= len(opt)
         wire = entry.full
         if len(wire) > limit:
-            wire = (
-                entry.trimmed if entry.trimmed and len(entry.trimmed) <= limit else entry.truncated
-            )
+            wire = entry.truncated
+            for candidate in entry.smaller:
+                if len(candidate) <= limit:
+                    wire = candidate
+                    break
         out = bytearray(wire)
         out[0:2] = data[0:2]
         out[2] |= data[2] & 0x01  # RD copied

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,15 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # so that `tests.support` imports; pytest does not add the rootdir
     sys.path.insert(0, str(REPO))
 
-from tests.support.server import ServerHandle, running_server  # noqa: E402
-
-REPO_ZONES = REPO / "zones"
-
-
-def copy_repo_zones(target: Path) -> Path:
-    """Copy the repo's zones/ to ``target`` (created) and return it."""
-    shutil.copytree(REPO_ZONES, target)
-    return target
+from tests.support.server import ServerHandle, copy_repo_zones, running_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")

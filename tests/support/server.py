@@ -52,6 +52,7 @@ except ImportError:  # pragma: no cover - only when nsd.py is absent
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parents[2]
+REPO_ZONES = REPO / "zones"
 #: The POP name the generated minimal pop.yaml gives the server (NSID, CHAOS id.server, /status).
 DEFAULT_POP = "itest-pop"
 
@@ -77,6 +78,12 @@ def wait_for(
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)  # poll interval of a bounded poll, not a synchronisation delay
+
+
+def copy_repo_zones(target: Path) -> Path:
+    """Copy the repo's zones/ to ``target`` (which must not exist yet) and return it."""
+    shutil.copytree(REPO_ZONES, target)
+    return target
 
 
 def port_is_free(port: int, host: str = HOST, udp: bool = True, tcp: bool = True) -> bool:
@@ -165,16 +172,13 @@ class ServerHandle:
         *,
         tcp: bool = False,
         timeout: float = 2.0,
-        ignore_trunc: bool = True,
         **make_query: Any,
     ) -> dns.message.Message:
         """One dnspython query over real UDP (or TCP) to the server."""
         message = dns.message.make_query(qname, rdtype, **make_query)
         if tcp:
             return dns.query.tcp(message, self.host, port=self.dns_port, timeout=timeout)
-        return dns.query.udp(
-            message, self.host, port=self.dns_port, timeout=timeout, ignore_trunc=ignore_trunc
-        )
+        return dns.query.udp(message, self.host, port=self.dns_port, timeout=timeout)
 
     def soa_serial(self, zone: str) -> int:
         """The SOA serial the server answers for ``zone`` right now."""
