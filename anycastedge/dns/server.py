@@ -6,9 +6,10 @@ import socket
 from typing import Any, Protocol
 
 from twisted.internet import protocol
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
+from zope.interface import implementer
 
 from anycastedge.dns.wire import Responder
 
@@ -61,8 +62,13 @@ class DnsDatagramProtocol(protocol.DatagramProtocol):
                 self.source.dropped += 1
 
 
+@implementer(IPushProducer)
 class DnsStreamProtocol(protocol.Protocol, TimeoutMixin):
-    """One TCP connection: two-byte length framing, pipelined queries, idle timeout."""
+    """One TCP connection: two-byte length framing, pipelined queries, idle timeout.
+
+    It registers itself as the producer of its own replies: when a client pipelines queries but
+    does not read the answers, the transport's buffer fills, and we stop reading its queries.
+    """
 
     factory: DnsStreamFactory
 
@@ -76,6 +82,16 @@ class DnsStreamProtocol(protocol.Protocol, TimeoutMixin):
             return
         self.callLater = self.factory.clock.callLater
         self.setTimeout(self.factory.idle_timeout)
+        self.transport.registerProducer(self, True)
+
+    def pauseProducing(self) -> None:  # noqa: N802
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:  # noqa: N802
+        self.transport.loseConnection()
 
     def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
         self.factory.open -= 1
