@@ -16,7 +16,7 @@ from anycastedge.dns.service import ZoneService
 def build_dns(config: PopConfig, reactor: Any) -> tuple[service.MultiService, ZoneService]:
     """The DNS part: the zone service plus a UDP and a TCP server per listen address."""
     top = service.MultiService()
-    zones = ZoneService(config.pop, config.dns, reactor)
+    zones = ZoneService(config.pop, config.dns, reactor, state_dir=config.state_dir)
     zones.setServiceParent(top)
     stream = DnsStreamFactory(
         zones, reactor, config.dns.tcp_idle_timeout, config.dns.tcp_max_connections

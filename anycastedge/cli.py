@@ -17,6 +17,7 @@ from anycastedge.config.pop import (
     PopConfig,
     default_pop,
     load_pop,
+    parse_loopback,
 )
 from anycastedge.config.reader import parse_hostport
 from anycastedge.errors import ConfigError, Problem
@@ -25,6 +26,13 @@ from anycastedge.errors import ConfigError, Problem
 def _hostport(text: str) -> tuple[str, int]:
     try:
         return parse_hostport(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _loopback_hostport(text: str) -> tuple[str, int] | None:
+    try:
+        return parse_loopback(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -66,6 +74,7 @@ def _print_problems(problems: Sequence[Problem], out: Any = sys.stderr) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the DNS server (and control endpoint) until stopped."""
     from twisted.internet import reactor
+    from twisted.internet.error import CannotListenError
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     from anycastedge.app import build_app
@@ -79,7 +88,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         reactor.callFromThread(zones.reload, "SIGHUP")  # type: ignore[attr-defined]
 
     signal.signal(signal.SIGHUP, on_hup)
-    top.startService()
+    try:
+        top.startService()
+    except CannotListenError as exc:
+        print(f"cannot listen on {exc.interface}:{exc.port}: {exc.socketError}", file=sys.stderr)
+        return 1
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)  # type: ignore[attr-defined]
     listen = " ".join(f"{h}:{p}" for h, p in config.dns.listen)
     print(f"anycastedge {config.pop}: DNS on {listen} (udp+tcp)", file=sys.stderr, flush=True)
@@ -121,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--zones", help="directory of <zone>.yaml files")
     serve.add_argument("--listen", action="append", type=_hostport, metavar="HOST:PORT",
                        help="DNS address (UDP and TCP); repeatable")  # fmt: skip
-    serve.add_argument("--control", type=_hostport, metavar="HOST:PORT",
+    serve.add_argument("--control", type=_loopback_hostport, metavar="HOST:PORT",
                        help="control endpoint (/metrics, /status, /healthz)")  # fmt: skip
     serve.set_defaults(func=cmd_serve)
 

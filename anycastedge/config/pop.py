@@ -82,7 +82,8 @@ def _listen_list(value: Any) -> tuple[HostPort, ...]:
     return tuple(parse_hostport(str(item)) for item in value)
 
 
-def _loopback(value: Any) -> HostPort | None:
+def parse_loopback(value: Any) -> HostPort | None:
+    """``HOST:PORT`` on a loopback address (the control endpoint is local only)."""
     if value is None:
         return None
     host, port = parse_hostport(str(value))
@@ -165,7 +166,7 @@ def load_pop(path: Path | str) -> PopConfig:
     dns_r.finish()
     control_r = r.child("control")
     default_control: HostPort | None = ("127.0.0.1", 9053)
-    control = ControlConfig(listen=control_r.converted("listen", _loopback, default_control))
+    control = ControlConfig(listen=control_r.converted("listen", parse_loopback, default_control))
     control_r.finish()
     bgp = r.get("bgp", dict, {})
     forward = r.get("forward", dict, {})

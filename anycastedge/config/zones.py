@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import dns.name
 import dns.rdataclass
@@ -30,6 +30,24 @@ PROVIDER_NAME = "anycastedge"  # what octodns.included/excluded lists call us
 RECORD_KEYS = frozenset({"type", "ttl", "value", "values", "octodns", "dynamic", "anycastedge"})
 # Keys octoDNS (or its plugins) understands that change nothing in what a DNS server serves.
 IGNORED_KEYS = frozenset({"geo"})
+
+
+class Served(Protocol):
+    """What a zone was served with before: enough to keep its serial growing."""
+
+    @property
+    def digest(self) -> str: ...
+
+    @property
+    def serial(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ServedSerial:
+    """A zone's content digest and serial, as remembered across restarts."""
+
+    digest: str
+    serial: int
 
 
 @dataclass(slots=True)
@@ -172,7 +190,7 @@ def _digest(rrsets: Iterable[RRset], soa_config: SoaConfig, mname: str) -> str:
 def build_zone(
     path: Path,
     soa_config: SoaConfig,
-    previous: Zone | None = None,
+    previous: Served | None = None,
     text: str | None = None,
 ) -> tuple[Zone, list[Problem]]:
     """Build one zone from its YAML; raises ConfigError with every reason, returns warnings."""
@@ -278,7 +296,7 @@ def _synthesize_soa(
     cfg: SoaConfig,
     path: Path,
     digest: str,
-    previous: Zone | None,
+    previous: Served | None,
 ) -> RRset:
     # The serial grows whenever the content does: the file's mtime, and at least one more than
     # the serial served before if the content changed within the same second.
@@ -315,7 +333,7 @@ def zone_files(paths: Iterable[Path]) -> list[Path]:
 
 
 def load_zones(
-    paths: Iterable[Path], soa_config: SoaConfig, previous: ZoneSet | None = None
+    paths: Iterable[Path], soa_config: SoaConfig, previous: Mapping[Name, Served] | None = None
 ) -> tuple[ZoneSet, list[Problem]]:
     """Load every zone; raises ConfigError listing every problem of every file."""
     zones: dict[Name, Zone] = {}
@@ -327,7 +345,7 @@ def load_zones(
         except dns.exception.DNSException as exc:
             problems.append(Problem(f"file name is not a zone name: {exc}", Location(str(path))))
             continue
-        before = previous.zones.get(origin) if previous else None
+        before = previous.get(origin) if previous else None
         try:
             zone, zone_warnings = build_zone(path, soa_config, before)
         except ConfigError as exc:

@@ -45,7 +45,7 @@ class DnsCollector(Collector):
             "anycastedge_dns_zone_serial", "SOA serial of each served zone", labels=["zone"]
         )
         for zone in s.zones:
-            serial.add_metric([zone.origin.to_text()], zone.serial)
+            serial.add_metric([zone.origin.to_text(omit_final_dot=True) or "."], zone.serial)
         yield serial
         last = s.history[-1] if s.history else None
         yield GaugeMetricFamily(

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dns.name
 from twisted.application import service
 from twisted.internet import defer, task, threads
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.logger import Logger
 
 from anycastedge.config.pop import DnsConfig
-from anycastedge.config.zones import load_zones, zone_files
+from anycastedge.config.zones import ServedSerial, load_zones, zone_files
 from anycastedge.dns.wire import Counts, Responder
-from anycastedge.dns.zone import ZoneSet
+from anycastedge.dns.zone import Name, ZoneSet
 from anycastedge.errors import ConfigError, Problem
 
 log = Logger()
@@ -48,6 +52,33 @@ def _fingerprint(paths: Sequence[Path]) -> tuple[tuple[str, int, int], ...]:
     return tuple(out)
 
 
+def read_serials(path: Path | None) -> dict[Name, ServedSerial]:
+    """Serials served before this process, so they never go backwards across a restart."""
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        return {
+            dns.name.from_text(zone): ServedSerial(str(item["digest"]), int(item["serial"]))
+            for zone, item in data.items()
+        }
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        log.warn("ignoring unreadable serial state {path}: {exc}", path=str(path), exc=exc)
+        return {}
+
+
+def write_serials(path: Path, serials: dict[Name, ServedSerial]) -> None:
+    """Write the serial state atomically (rename over the old file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {z.to_text(): {"digest": s.digest, "serial": s.serial} for z, s in serials.items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".serials.")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
 class ZoneService(service.Service):
     """Owns the served zone set; reload builds a new one and swaps one reference if it validates."""
 
@@ -57,10 +88,12 @@ class ZoneService(service.Service):
         dns_config: DnsConfig,
         reactor: Any,
         paths: Sequence[Path] | None = None,
-        on_log: Callable[[str], None] | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.pop = pop
         self.config = dns_config
+        self.serial_file = state_dir / "serials.json" if state_dir is not None else None
+        self.serials = read_serials(self.serial_file)
         self.paths = list(paths) if paths is not None else [dns_config.zones]
         self.reactor: IReactorTime = reactor
         self.counts: Counts = {}
@@ -71,6 +104,7 @@ class ZoneService(service.Service):
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()
         self._watch: task.LoopingCall | None = None
         self._reloading: defer.Deferred[bool] | None = None
+        self._again = False
         self.responder = self._responder(ZoneSet({}))
 
     def _responder(self, zones: ZoneSet) -> Responder:
@@ -85,7 +119,7 @@ class ZoneService(service.Service):
     def load(self) -> list[Problem]:
         """Load synchronously (start-up); raises ConfigError. Returns the warnings."""
         fingerprint = _fingerprint(self.paths)
-        zones, warnings = load_zones(self.paths, self.config.soa, None)
+        zones, warnings = load_zones(self.paths, self.config.soa, self.serials)
         self._swap(zones, fingerprint, "start", warnings)
         return warnings
 
@@ -98,6 +132,14 @@ class ZoneService(service.Service):
         self._record(ReloadResult(time.time(), True, trigger, [str(w) for w in warnings]))
         for zone in zones:
             log.info("serving {zone} serial {serial}", zone=zone.origin, serial=zone.serial)
+            self.serials[zone.origin] = ServedSerial(zone.digest, zone.serial)
+        if self.serial_file is not None:
+            try:
+                write_serials(self.serial_file, self.serials)
+            except OSError as exc:
+                log.warn(
+                    "cannot save zone serials in {path}: {exc}", path=self.serial_file, exc=exc
+                )
 
     def _record(self, result: ReloadResult) -> None:
         self.history = (self.history + [result])[-10:]
@@ -105,9 +147,11 @@ class ZoneService(service.Service):
     def reload(self, trigger: str = "signal") -> defer.Deferred[bool]:
         """Rebuild the whole zone set off the reactor thread; swap it in if it validates."""
         if self._reloading is not None:
+            # The running reload may have read the files before this change: run once more.
+            self._again = True
             return self._reloading
         fingerprint = _fingerprint(self.paths)
-        previous = self.zones
+        previous = dict(self.serials)
 
         def build() -> tuple[ZoneSet, list[Problem]]:
             return load_zones(self.paths, self.config.soa, previous)
@@ -140,6 +184,9 @@ class ZoneService(service.Service):
 
         def done(result: bool) -> bool:
             self._reloading = None
+            if self._again:
+                self._again = False
+                self.reload(trigger)
             return result
 
         self._reloading = d.addCallbacks(ok, failed).addBoth(done)

@@ -80,8 +80,8 @@ class Entry:
 def parse_query(data: bytes) -> Query:
     """Parse header, question and OPT; raises MalformedQuery on anything a server must reject."""
     n = len(data)
-    if n < 17 or data[4] != 0 or data[5] != 1 or data[6:10] != b"\0\0\0\0":
-        raise MalformedQuery("need exactly one question and no answer or authority records")
+    if n < 17 or data[4] != 0 or data[5] != 1 or data[6] != 0 or data[7] != 0:
+        raise MalformedQuery("need exactly one question and no answer records")
     pos = 12
     while True:
         if pos >= n:
@@ -98,12 +98,13 @@ def parse_query(data: bytes) -> Query:
     if pos + 4 > n:
         raise MalformedQuery("question truncated")
     key = data[12:pos].lower() + data[pos : pos + 4]
-    arcount = (data[10] << 8) | data[11]
-    if not arcount:
+    # Authority records (an IXFR query's SOA, RFC 1995) are skipped; the OPT is in additional.
+    count = ((data[8] << 8) | data[9]) + ((data[10] << 8) | data[11])
+    if not count:
         if pos + 4 != n:
             raise MalformedQuery("trailing bytes after the question")
         return Query(pos, key, False, 512, 0, False, False)
-    return _parse_additional(data, pos, key, arcount)
+    return _parse_records(data, pos, key, count)
 
 
 def _skip_name(data: bytes, pos: int) -> int:
@@ -120,7 +121,7 @@ def _skip_name(data: bytes, pos: int) -> int:
     raise MalformedQuery("bad name in the additional section")
 
 
-def _parse_additional(data: bytes, qend: int, key: bytes, count: int) -> Query:
+def _parse_records(data: bytes, qend: int, key: bytes, count: int) -> Query:
     pos = qend + 4
     opt: tuple[int, int, bool, bool] | None = None
     n = len(data)

@@ -293,12 +293,6 @@ def test_serve_reports_every_config_problem_at_once(tmp_path: Path) -> None:
         assert expected in proc.stderr, proc.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `serve --control HOST:PORT` does not enforce loopback (cli._hostport only "
-    "parses; the loopback check lives in pop.py's control.listen reader), so the control "
-    "endpoint can be bound to a public address from the command line",
-)
 def test_serve_rejects_non_loopback_control_flag(tmp_path: Path) -> None:
     """--control with a non-loopback address is refused like control.listen in pop.yaml."""
     zones = copy_repo_zones(tmp_path / "zones")

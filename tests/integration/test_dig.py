@@ -321,12 +321,6 @@ def test_axfr_is_refused(server: ServerHandle) -> None:
     assert r.status == "REFUSED", r.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: IXFR is answered FORMERR, not REFUSED: parse_query (dns/wire.py) rejects any "
-    "query with NSCOUNT != 0, but an IXFR query carries the client's SOA in the authority "
-    "section (RFC 1995 section 3); issue 2 says AXFR/IXFR are refused",
-)
 def test_ixfr_is_refused(server: ServerHandle) -> None:
     """dig IXFR=1: the server refuses the transfer (REFUSED, not FORMERR)."""
     r = dig(server, "+comments", "example.com", "IXFR=1")

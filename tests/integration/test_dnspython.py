@@ -393,11 +393,6 @@ def test_no_internal_errors_logged_after_bad_input(victim: ServerHandle) -> None
     assert_still_answers(victim)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an IXFR query (client SOA in the authority section, RFC 1995) gets FORMERR "
-    "instead of REFUSED: parse_query in dns/wire.py requires NSCOUNT == 0; NSD answers REFUSED",
-)
 def test_ixfr_query_over_udp_is_refused(server: ServerHandle) -> None:
     """IXFR with the client's SOA in authority (as RFC 1995 sends it) is REFUSED, not FORMERR."""
     query = dns.message.make_query("example.com.", "IXFR")
