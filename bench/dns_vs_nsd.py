@@ -17,7 +17,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,10 +35,10 @@ from tests.support.nsd import (  # noqa: E402
     NsdNotInstalled,
     NsdServer,
     find_nsd,
-    free_port,
     wait_until_answers,
     zone_yaml_to_bind,
 )
+from tests.support.procs import free_port, stop_process  # noqa: E402
 
 HOST = "127.0.0.1"
 SERVER_CPU, LOAD_CPU = 0, 1
@@ -156,13 +155,7 @@ def anycastedge(zones_dir: Path, zone: str, log: Path) -> Iterator[tuple[int, in
             raise RuntimeError(f"anycastedge serve: {error}\n{log.read_text()}") from None
         yield proc.pid, port
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
 
 
 def pick_zone(zones_dir: Path, zone: str | None) -> str:

@@ -39,7 +39,8 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # pytest's rootdir is not on sys.path unless configured
     sys.path.insert(0, str(REPO))
 
-from tests.support.nsd import NsdServer, free_port, wait_until_answers, zone_yaml_to_bind  # noqa: E402
+from tests.support.nsd import NsdServer, wait_until_answers, zone_yaml_to_bind  # noqa: E402
+from tests.support.procs import free_port, stop_process  # noqa: E402
 
 #: Where anycastedge deliberately answers differently from NSD 4.6. Queries in these categories
 #: are sent to both and any difference is printed, but it does not fail the test.
@@ -121,16 +122,6 @@ def _start_anycastedge(zones_dir: Path, log: Path) -> tuple[subprocess.Popen[byt
     return proc, port
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
 @dataclass
 class Pair:
     zone: str
@@ -160,7 +151,7 @@ def pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Pair]:
         with NsdServer({zone: bind_file}) as nsd:
             yield Pair(zone, bind_file, port, nsd.port)
     finally:
-        _stop(proc)
+        stop_process(proc)
         if proc.returncode not in (0, -signal.SIGTERM):
             print(f"anycastedge exited with {proc.returncode}:\n{log.read_text()}")
 

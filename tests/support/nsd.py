@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +25,8 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
+from tests.support.procs import free_port, stop_process
+
 #: The id octoDNS sees for our target. It matters for records with ``octodns.included`` /
 #: ``octodns.excluded`` provider lists: they are kept or dropped as for a provider of this name.
 TARGET_ID = "anycastedge"
@@ -41,21 +41,6 @@ class NsdError(RuntimeError):
 
 class NsdNotInstalled(NsdError):
     """The nsd binary is not installed (Debian package `nsd`)."""
-
-
-def free_port(host: str = "127.0.0.1", attempts: int = 50) -> int:
-    """A port on ``host`` that is free for both UDP and TCP right now."""
-    for _ in range(attempts):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind((host, 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind((host, port))
-                except OSError:
-                    continue
-                return port
-    raise OSError(f"no port free for both UDP and TCP on {host} after {attempts} attempts")
 
 
 def zone_yaml_to_bind(
@@ -277,13 +262,8 @@ class NsdServer:
         tb: TracebackType | None,
     ) -> None:
         proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        if proc is not None:
+            stop_process(proc)
         self._cleanup()
 
     def _cleanup(self) -> None:

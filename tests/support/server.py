@@ -31,24 +31,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
-try:  # another helper owns tests/support/nsd.py; share its free_port when it is there
-    from tests.support.nsd import free_port
-except ImportError:  # pragma: no cover - only when nsd.py is absent
-
-    def free_port(host: str = "127.0.0.1", attempts: int = 50) -> int:
-        """A port on ``host`` that is free for both UDP and TCP right now."""
-        for _ in range(attempts):
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                udp.bind((host, 0))
-                port = int(udp.getsockname()[1])
-                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                    try:
-                        tcp.bind((host, port))
-                    except OSError:
-                        continue
-                    return port
-        raise OSError(f"no port free for both UDP and TCP on {host} after {attempts} attempts")
-
+from tests.support.procs import free_port
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parents[2]
