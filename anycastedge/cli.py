@@ -123,6 +123,84 @@ def cmd_zone_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pop_config(args: argparse.Namespace) -> PopConfig:
+    path = _config_path(args.config)
+    if path is None:
+        raise ConfigError([Problem("no pop.yaml: pass -c, or set $ANYCASTEDGE_CONFIG")])
+    return load_pop(path)
+
+
+def cmd_bgp_render(args: argparse.Namespace) -> int:
+    """Write the ExaBGP config (and FILE.env) for this POP."""
+    from anycastedge.bgp.exabgp import render_config, render_environment
+
+    config = _pop_config(args)
+    text = render_config(config)
+    if args.output:
+        out = Path(args.output)
+        out.write_text(text)
+        Path(f"{out}.env").write_text(render_environment())
+        print(f"wrote {out} and {out}.env", file=sys.stderr)
+    else:
+        sys.stdout.write("".join(f"# env: {line}\n" for line in render_environment().splitlines()))
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_bgp_hook(args: argparse.Namespace) -> int:
+    """Run as ExaBGP's API process."""
+    from anycastedge.bgp.hook import main as hook_main
+
+    try:
+        config = _pop_config(args)
+    except ConfigError as exc:
+        # Exit at once: ExaBGP gives up after five quick deaths and takes the session down.
+        _print_problems(exc.problems)
+        return 2
+    return hook_main(config, sys.stdin, sys.stdout)
+
+
+def cmd_pop_withdraw(args: argparse.Namespace) -> int:
+    """Put the POP into maintenance: drain, then withdraw."""
+    import getpass
+    import time
+
+    from anycastedge.bgp.decision import Maintenance
+    from anycastedge.control.maintenance import set_maintenance
+
+    config = _pop_config(args)
+    drain = config.bgp.drain_seconds if args.drain is None else args.drain
+    who = os.environ.get("SUDO_USER") or getpass.getuser()
+    set_maintenance(config.state_dir, Maintenance(time.time(), drain, args.reason or "", who))
+    print(f"{config.pop}: maintenance set by {who}; draining {drain:g}s, then withdrawing")
+    return 0
+
+
+def cmd_pop_announce(args: argparse.Namespace) -> int:
+    """Take the POP out of maintenance; the hook announces again while healthy."""
+    from anycastedge.control.maintenance import clear_maintenance
+
+    config = _pop_config(args)
+    was = clear_maintenance(config.state_dir)
+    print(f"{config.pop}: " + ("maintenance cleared" if was else "was not in maintenance"))
+    return 0
+
+
+def cmd_pop_status(args: argparse.Namespace) -> int:
+    """Show maintenance, what the hook told ExaBGP, and the checks. Exit codes in docs/bgp.md."""
+    import json
+
+    from anycastedge.control.status import pop_status, render_pop_status
+
+    config = _pop_config(args)
+    status = pop_status(config)
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+    else:
+        print(render_pop_status(status))
+    return int(status["exit_code"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(prog="anycastedge", description=__doc__)
@@ -144,6 +222,35 @@ def build_parser() -> argparse.ArgumentParser:
     check = zone.add_parser("check", help="validate zone files, every problem with file:line")
     check.add_argument("paths", nargs="*", help="zone files or directories (default: zones/)")
     check.set_defaults(func=cmd_zone_check)
+
+    bgp = sub.add_parser("bgp", help="BGP: ExaBGP config and hook").add_subparsers(
+        dest="bgp_cmd", required=True
+    )
+    render = bgp.add_parser("render", help="write the ExaBGP config for this POP")
+    render.add_argument("-c", "--config")
+    render.add_argument("-o", "--output", help="config file (its environment goes to FILE.env)")
+    render.set_defaults(func=cmd_bgp_render)
+    hook = bgp.add_parser("hook", help="run as ExaBGP's API process")
+    hook.add_argument("-c", "--config")
+    hook.set_defaults(func=cmd_bgp_hook)
+
+    pop = sub.add_parser("pop", help="maintenance of this POP").add_subparsers(
+        dest="pop_cmd", required=True
+    )
+    withdraw = pop.add_parser("withdraw", help="drain, then withdraw the anycast prefixes")
+    withdraw.add_argument("-c", "--config")
+    withdraw.add_argument("--reason", help="recorded with the maintenance state")
+    withdraw.add_argument(
+        "--drain", type=float, help="seconds to drain (default bgp.drain.seconds)"
+    )
+    withdraw.set_defaults(func=cmd_pop_withdraw)
+    announce = pop.add_parser("announce", help="end maintenance; announce while healthy")
+    announce.add_argument("-c", "--config")
+    announce.set_defaults(func=cmd_pop_announce)
+    status = pop.add_parser("status", help="maintenance, announcements, checks")
+    status.add_argument("-c", "--config")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_pop_status)
     return parser
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from anycastedge.config.bgp import BgpConfig, read_bgp
 from anycastedge.config.reader import Reader, parse_hostport
 from anycastedge.config.source import load_yaml
 from anycastedge.errors import ConfigError, Location, Problem
@@ -68,8 +69,8 @@ class PopConfig:
     anycast: tuple[str, ...] = ()
     dns: DnsConfig = field(default_factory=DnsConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
-    # Validated by their own parts (BGP hook, forwarding tier) when those load them.
-    bgp: dict[str, Any] = field(default_factory=dict)
+    bgp: BgpConfig = field(default_factory=BgpConfig)
+    # Validated by the forwarding tier when it lands.
     forward: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
 
@@ -168,7 +169,9 @@ def load_pop(path: Path | str) -> PopConfig:
     default_control: HostPort | None = ("127.0.0.1", 9053)
     control = ControlConfig(listen=control_r.converted("listen", parse_loopback, default_control))
     control_r.finish()
-    bgp = r.get("bgp", dict, {})
+    bgp_r = r.child("bgp")
+    bgp = read_bgp(bgp_r)
+    bgp_r.finish()
     forward = r.get("forward", dict, {})
     r.finish()
     if problems:

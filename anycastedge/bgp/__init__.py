@@ -1,0 +1,1 @@
+"""BGP: announcement decisions and ExaBGP rendering (pure), the hook process, config rendering."""

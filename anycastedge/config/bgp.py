@@ -1,0 +1,202 @@
+"""pop.yaml ``bgp:``: peers, route attributes, drain, and the health checks behind announcements."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+from anycastedge.config.reader import Reader, parse_hostport
+
+GRACEFUL_SHUTDOWN = "65535:0"  # RFC 8326
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbor:
+    """One BGP peer (an upstream router)."""
+
+    address: str
+    peer_as: int
+    port: int = 179
+
+
+@dataclass(frozen=True, slots=True)
+class RouteAttributes:
+    """Attributes sent with an announcement."""
+
+    med: int = 100
+    communities: tuple[str, ...] = ()
+    prepend: int = 0  # extra copies of the local AS in the AS path
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One health check of the local services; all must pass for the POP to be announced."""
+
+    kind: str  # dns | http | tcp
+    target: str  # dns/tcp: HOST:PORT, http: URL
+    name: str = ""  # dns: the query name
+    qtype: str = "SOA"  # dns: the query type
+    expect_status: tuple[int, ...] = (200,)  # http
+    body: str | None = None  # http: substring the body must contain
+
+    @property
+    def label(self) -> str:
+        """How logs and status name this check."""
+        return f"{self.kind} {self.target}" + (f" {self.name} {self.qtype}" if self.name else "")
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    """Timing and rise/fall of the announcement health checks."""
+
+    interval: float = 1.0
+    fast_interval: float = 0.2
+    rise: int = 3
+    fall: int = 2
+    timeout: float = 1.0
+    checks: tuple[Check, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BgpConfig:
+    """The ``bgp:`` section of pop.yaml."""
+
+    router_id: str = "127.0.0.2"
+    local_as: int = 65011
+    local_address: str = "127.0.0.2"
+    next_hop: str = "self"
+    hold_time: int = 9
+    require_local_address: bool = True
+    neighbors: tuple[Neighbor, ...] = ()
+    up: RouteAttributes = field(default_factory=RouteAttributes)
+    drain: RouteAttributes = field(
+        default_factory=lambda: RouteAttributes(1000, (GRACEFUL_SHUTDOWN,), 3)
+    )
+    drain_seconds: float = 30.0
+    health: HealthConfig = field(default_factory=HealthConfig)
+
+
+def _address(value: Any) -> str:
+    return str(ipaddress.ip_address(str(value)))
+
+
+def _asn(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**32:
+        raise ValueError(f"{value!r} is not an AS number")
+    return value
+
+
+def _communities(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ValueError("must be a list of ASN:VALUE communities")
+    out = []
+    for item in value:
+        high, sep, low = str(item).partition(":")
+        if (
+            not sep
+            or not high.isdigit()
+            or not low.isdigit()
+            or int(high) > 65535
+            or int(low) > 65535
+        ):
+            raise ValueError(f"{item!r} is not a community ASN:VALUE (16 bits each)")
+        out.append(f"{int(high)}:{int(low)}")
+    return tuple(out)
+
+
+def _attributes(r: Reader, default: RouteAttributes) -> RouteAttributes:
+    attrs = RouteAttributes(
+        med=int(r.number("med", default.med, 0, 2**32 - 1)),
+        communities=r.converted("communities", _communities, default.communities),
+        prepend=int(r.number("prepend", default.prepend, 0, 16)),
+    )
+    return attrs
+
+
+def _check(item: Any, index: int, parent: Reader) -> Check | None:
+    r = Reader(item, f"{parent.path}.checks[{index}]", parent.problems, parent.where)
+    kind = r.get("kind", str, "")
+    check: Check | None = None
+    if kind == "dns":
+        server = r.converted("server", parse_hostport)
+        check = Check(
+            "dns",
+            f"{server[0]}:{server[1]}" if server else "",
+            name=r.get("name", str),
+            qtype=r.get("type", str, "SOA").upper(),
+        )
+    elif kind == "http":
+        url = r.get("url", str)
+        statuses = r.get("expect_status", list, [200])
+        if url is not None and not url.startswith(("http://", "https://")):
+            r.error("url", "must start with http:// or https://")
+        check = Check(
+            "http",
+            url or "",
+            expect_status=tuple(int(s) for s in statuses or [200]),
+            body=r.get("body", str, None),
+        )
+    elif kind == "tcp":
+        address = r.converted("address", parse_hostport)
+        check = Check("tcp", f"{address[0]}:{address[1]}" if address else "")
+    else:
+        r.error("kind", f"must be dns, http or tcp, not {kind!r}")
+    r.finish()
+    return check
+
+
+def read_bgp(r: Reader) -> BgpConfig:
+    """Validate the ``bgp:`` mapping, recording every problem in the reader."""
+    d = BgpConfig()
+    neighbors = []
+    for i, item in enumerate(r.get("neighbors", list, [])):
+        nr = Reader(item, f"{r.path}.neighbors[{i}]", r.problems, r.where)
+        neighbors.append(
+            Neighbor(
+                address=nr.converted("address", _address),
+                peer_as=nr.converted("peer_as", _asn),
+                port=int(nr.number("port", 179, 1, 65535)),
+            )
+        )
+        nr.finish()
+    up_r = r.child("up")
+    up = _attributes(up_r, d.up)
+    up_r.finish()
+    drain_r = r.child("drain")
+    drain = _attributes(drain_r, d.drain)
+    drain_seconds = drain_r.number("seconds", d.drain_seconds, 0, 86400)
+    drain_r.finish()
+    if GRACEFUL_SHUTDOWN not in drain.communities:
+        drain = RouteAttributes(drain.med, drain.communities + (GRACEFUL_SHUTDOWN,), drain.prepend)
+    h_r = r.child("health")
+    checks = [_check(item, i, h_r) for i, item in enumerate(h_r.get("checks", list, []))]
+    health = HealthConfig(
+        interval=h_r.number("interval", d.health.interval, 0.05, 3600),
+        fast_interval=h_r.number("fast_interval", d.health.fast_interval, 0.05, 3600),
+        rise=int(h_r.number("rise", d.health.rise, 1, 100)),
+        fall=int(h_r.number("fall", d.health.fall, 1, 100)),
+        timeout=h_r.number("timeout", d.health.timeout, 0.05, 60),
+        checks=tuple(c for c in checks if c is not None),
+    )
+    h_r.finish()
+    next_hop = r.get("next_hop", str, d.next_hop)
+    if next_hop != "self":
+        try:
+            next_hop = _address(next_hop)
+        except ValueError:
+            r.error("next_hop", f"must be 'self' or an address, not {next_hop!r}")
+    config = BgpConfig(
+        router_id=r.converted("router_id", _address, d.router_id),
+        local_as=r.converted("local_as", _asn, d.local_as),
+        local_address=r.converted("local_address", _address, d.local_address),
+        next_hop=next_hop,
+        hold_time=int(r.number("hold_time", d.hold_time, 3, 65535)),
+        require_local_address=r.get("require_local_address", bool, d.require_local_address),
+        neighbors=tuple(neighbors),
+        up=up,
+        drain=drain,
+        drain_seconds=drain_seconds,
+        health=health,
+    )
+    return config

@@ -1,0 +1,1 @@
+"""Health: the rise/fall state machine (pure) and the probes that feed it."""

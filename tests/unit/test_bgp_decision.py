@@ -1,0 +1,124 @@
+"""The health state machine, the announcement decision and the ExaBGP API lines (no I/O)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from anycastedge.bgp.decision import (
+    ANNOUNCED,
+    DRAINING,
+    WITHDRAWN,
+    Desired,
+    Maintenance,
+    api_line,
+    decide,
+)
+from anycastedge.config.bgp import BgpConfig, RouteAttributes
+from anycastedge.health.state import Health, State, transition
+
+N, R, U, F, D = State.INIT, State.RISING, State.UP, State.FALLING, State.DOWN
+
+
+@pytest.mark.parametrize(
+    ("state", "count", "ok", "rise", "fall", "expected"),
+    [
+        (N, 0, True, 3, 2, Health(R, 1)),
+        (N, 0, True, 1, 2, Health(U, 0)),
+        (N, 0, False, 3, 2, Health(D, 0)),
+        (R, 1, True, 3, 2, Health(R, 2)),
+        (R, 2, True, 3, 2, Health(U, 0)),
+        (R, 2, False, 3, 2, Health(D, 0)),
+        (U, 0, True, 3, 2, Health(U, 0)),
+        (U, 0, False, 3, 2, Health(F, 1)),
+        (U, 0, False, 3, 1, Health(D, 0)),
+        (F, 1, False, 3, 2, Health(D, 0)),
+        (F, 1, False, 3, 3, Health(F, 2)),
+        (F, 1, True, 3, 2, Health(U, 0)),
+        (D, 0, False, 3, 2, Health(D, 0)),
+        (D, 0, True, 3, 2, Health(R, 1)),
+        (State.DISABLED, 0, True, 3, 2, Health(State.DISABLED, 0)),
+        (State.EXIT, 0, False, 3, 2, Health(State.EXIT, 0)),
+    ],
+)
+def test_transition_table(
+    state: State, count: int, ok: bool, rise: int, fall: int, expected: Health
+) -> None:
+    """Each (state, result) moves as ExaBGP's healthcheck does, counting rise and fall."""
+    assert transition(Health(state, count), ok, rise, fall) == expected
+
+
+@given(st.lists(st.booleans(), max_size=60), st.integers(1, 6), st.integers(1, 6))
+def test_up_only_after_rise_consecutive_passes(results: list[bool], rise: int, fall: int) -> None:
+    """Serving starts only after ``rise`` passes in a row, ends only after ``fall`` failures."""
+    health = Health()
+    streak_ok = streak_fail = 0
+    for ok in results:
+        was_serving = health.state.serving
+        health = transition(health, ok, rise, fall)
+        streak_ok, streak_fail = (streak_ok + 1, 0) if ok else (0, streak_fail + 1)
+        if health.state.serving and not was_serving:
+            assert streak_ok >= rise
+        if was_serving and not health.state.serving:
+            assert streak_fail >= fall
+
+
+CONFIG = BgpConfig(
+    local_as=65011,
+    up=RouteAttributes(100, ()),
+    drain=RouteAttributes(1000, ("65535:0",), 3),
+    require_local_address=True,
+)
+
+
+@pytest.mark.parametrize(
+    ("serving", "was", "maintenance", "now", "local", "status"),
+    [
+        (True, False, None, 0, True, ANNOUNCED),
+        (False, True, None, 0, True, WITHDRAWN),
+        (True, True, None, 0, False, WITHDRAWN),  # not on a local interface
+        (True, True, Maintenance(100, 30), 110, True, DRAINING),
+        (True, True, Maintenance(100, 30), 130, True, WITHDRAWN),  # drain over
+        (True, False, Maintenance(100, 30), 110, True, WITHDRAWN),  # nothing to drain
+        (False, True, Maintenance(100, 30), 110, True, WITHDRAWN),  # unhealthy: no drain
+    ],
+)
+def test_decide(
+    serving: bool, was: bool, maintenance: Maintenance | None, now: float, local: bool, status: str
+) -> None:
+    """Health, maintenance, drain time and the local-address rule decide each prefix."""
+    assert decide(serving, was, maintenance, now, CONFIG, local).status == status
+
+
+def test_local_address_rule_can_be_relaxed() -> None:
+    """require_local_address: false announces a prefix that is not on an interface."""
+    config = BgpConfig(require_local_address=False)
+    assert decide(True, False, None, 0, config, False).status == ANNOUNCED
+
+
+@pytest.mark.parametrize(
+    ("prefix", "desired", "line"),
+    [
+        (
+            "203.0.113.53/32",
+            Desired(ANNOUNCED, CONFIG.up),
+            "announce route 203.0.113.53/32 next-hop self med 100",
+        ),
+        (
+            "203.0.113.53/32",
+            Desired(DRAINING, CONFIG.drain),
+            "announce route 203.0.113.53/32 next-hop self med 1000 community [65535:0] "
+            "as-path [65011 65011 65011 65011]",
+        ),
+        ("203.0.113.53/32", Desired(WITHDRAWN), "withdraw route 203.0.113.53/32 next-hop self"),
+        (
+            "2001:db8:53::53/128",
+            Desired(ANNOUNCED, CONFIG.up),
+            "announce route 2001:db8:53::53/128 next-hop ::ffff:127.0.0.2 med 100",
+        ),
+    ],
+)
+def test_api_lines(prefix: str, desired: Desired, line: str) -> None:
+    """The ExaBGP 5 text API lines, prepend N as the local AS N+1 times."""
+    assert api_line(prefix, desired, CONFIG) == line
