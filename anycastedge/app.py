@@ -34,6 +34,6 @@ def build_app(config: PopConfig, reactor: Any) -> tuple[service.MultiService, Zo
     top, zones = build_dns(config, reactor)
     if config.control.listen is not None:
         host, port = config.control.listen
-        site = control_site(config.pop, zones, make_registry(zones))
+        site = control_site(config, zones, make_registry(zones, config))
         internet.TCPServer(port, site, interface=host, reactor=reactor).setServiceParent(top)
     return top, zones

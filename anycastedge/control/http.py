@@ -9,6 +9,8 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from twisted.web import resource, server
 
+from anycastedge.config.pop import PopConfig
+from anycastedge.control.status import pop_status
 from anycastedge.dns.service import ZoneService
 
 
@@ -23,11 +25,13 @@ class _Leaf(resource.Resource):
         return self._render(request)
 
 
-def status_document(pop: str, zones: ZoneService) -> dict[str, Any]:
+def status_document(config: PopConfig, zones: ZoneService) -> dict[str, Any]:
     """The JSON served at /status."""
     last = zones.history[-1] if zones.history else None
+    bgp = pop_status(config)
     return {
-        "pop": pop,
+        "pop": config.pop,
+        "bgp": {k: bgp[k] for k in ("anycast", "maintenance", "hook", "hook_age_seconds")},
         "zones": [
             {
                 "name": z.origin.to_text(),
@@ -44,7 +48,7 @@ def status_document(pop: str, zones: ZoneService) -> dict[str, Any]:
     }
 
 
-def control_site(pop: str, zones: ZoneService, registry: CollectorRegistry) -> server.Site:
+def control_site(config: PopConfig, zones: ZoneService, registry: CollectorRegistry) -> server.Site:
     """The Site serving /healthz, /status and /metrics."""
 
     def healthz(request: server.Request) -> bytes:
@@ -56,7 +60,7 @@ def control_site(pop: str, zones: ZoneService, registry: CollectorRegistry) -> s
 
     def status(request: server.Request) -> bytes:
         request.setHeader(b"content-type", b"application/json")
-        return json.dumps(status_document(pop, zones), indent=2).encode() + b"\n"
+        return json.dumps(status_document(config, zones), indent=2).encode() + b"\n"
 
     def metrics(request: server.Request) -> bytes:
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())

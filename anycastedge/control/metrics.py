@@ -8,7 +8,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from anycastedge.bgp.decision import ANNOUNCED, DRAINING, WITHDRAWN
+from anycastedge.config.pop import PopConfig
+from anycastedge.control.status import pop_status
 from anycastedge.dns.service import ZoneService
+from anycastedge.health.state import State
 
 
 class DnsCollector(Collector):
@@ -55,8 +59,58 @@ class DnsCollector(Collector):
         )
 
 
-def make_registry(zones: ZoneService) -> CollectorRegistry:
-    """A registry of our own (no process-global state) with the DNS collector."""
+class BgpCollector(Collector):
+    """Exports what the BGP hook last reported (it runs under ExaBGP, not in this process)."""
+
+    def __init__(self, config: PopConfig) -> None:
+        self.config = config
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        status = pop_status(self.config)
+        hook = status["hook"] or {}
+        prefixes = GaugeMetricFamily(
+            "anycastedge_bgp_prefix",
+            "1 for the status the hook last told ExaBGP for each anycast prefix",
+            labels=["prefix", "status"],
+        )
+        for prefix in self.config.anycast:
+            told = hook.get("prefixes", {}).get(prefix, {}).get("status")
+            for name in (ANNOUNCED, DRAINING, WITHDRAWN):
+                prefixes.add_metric([prefix, name], 1 if told == name else 0)
+        yield prefixes
+        state = GaugeMetricFamily(
+            "anycastedge_bgp_hook_state", "1 for the hook's current state", labels=["state"]
+        )
+        for name in State:
+            state.add_metric([name.value], 1 if hook.get("state") == name.value else 0)
+        yield state
+        yield GaugeMetricFamily(
+            "anycastedge_bgp_maintenance",
+            "1 while an operator has withdrawn this POP",
+            1 if status["maintenance"] else 0,
+        )
+        if status["hook_age_seconds"] is not None:
+            yield GaugeMetricFamily(
+                "anycastedge_bgp_hook_status_age_seconds",
+                "Seconds since the hook last wrote its status (a stale hook is a dead hook)",
+                status["hook_age_seconds"],
+            )
+        ok = GaugeMetricFamily(
+            "anycastedge_bgp_check_ok", "1 if the check passed last time", labels=["check"]
+        )
+        latency = GaugeMetricFamily(
+            "anycastedge_bgp_check_latency_seconds", "Last check's duration", labels=["check"]
+        )
+        for check in hook.get("checks", []):
+            ok.add_metric([check["check"]], 1 if check["ok"] else 0)
+            latency.add_metric([check["check"]], check["latency"])
+        yield ok
+        yield latency
+
+
+def make_registry(zones: ZoneService, config: PopConfig) -> CollectorRegistry:
+    """A registry of our own (no process-global state) with the DNS and BGP collectors."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(DnsCollector(zones))
+    registry.register(BgpCollector(config))
     return registry
