@@ -6,9 +6,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-import dns.exception
 import dns.message
-import dns.query
 import dns.rcode
 import requests
 
@@ -38,10 +36,22 @@ def probe(check: Check, timeout: float) -> ProbeResult:
 def _dns(check: Check, timeout: float) -> tuple[bool, str]:
     host, port = parse_hostport(check.target)
     query = dns.message.make_query(check.name, check.qtype)
-    try:
-        reply = dns.query.udp(query, host, port=port, timeout=timeout)
-    except dns.exception.Timeout:
-        return False, "timeout"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # A connected socket hears the ICMP port-unreachable of a stopped server at once, instead of
+    # waiting out the timeout: detection time is then rounds, not timeouts.
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect((host, port))
+        sock.send(query.to_wire())
+        try:
+            while True:
+                reply = dns.message.from_wire(sock.recv(65535))
+                if reply.id == query.id:
+                    break
+        except TimeoutError:
+            return False, "timeout"
+        except ConnectionRefusedError:
+            return False, "port unreachable"
     rcode = dns.rcode.to_text(reply.rcode())
     if reply.rcode() != dns.rcode.NOERROR or not reply.answer:
         return False, f"{rcode} with {len(reply.answer)} answer RRsets"
