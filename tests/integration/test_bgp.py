@@ -1,0 +1,213 @@
+"""The hook under real ExaBGP 5 against a real BIRD 2 router, all on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.bgp import POP_AS, BirdRouter, ExaBgp
+from tests.support.procs import free_port
+from tests.support.server import ServerHandle, copy_repo_zones, start_server, wait_for
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("bird") is None or not Path(sys.executable).with_name("exabgp").exists(),
+    reason="needs bird2 and exabgp",
+)
+
+PREFIX = "203.0.113.53/32"
+INTERVAL, FAST, RISE, FALL = 1.0, 0.2, 2, 2
+DETECTION = FALL * FAST + INTERVAL + 1.0  # the issue's bound for a stopped server
+SETTLE = 30.0  # bound for session set-up and rise
+
+
+@dataclass
+class Lab:
+    router: BirdRouter
+    exabgp: ExaBgp
+    serve: ServerHandle
+    pop_yaml: Path
+    state_dir: Path
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "anycastedge", *args, "-c", str(self.pop_yaml)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+
+def write_pop(directory: Path, bgp_port: int, dns_port: int, control_port: int) -> Path:
+    zones = copy_repo_zones(directory / "zones")
+    path = directory / "pop.yaml"
+    path.write_text(
+        f"""pop: bgp-test
+state_dir: state
+anycast: [{PREFIX}]
+dns:
+  listen: ["127.0.0.1:{dns_port}"]
+  zones: {zones}
+control:
+  listen: 127.0.0.1:{control_port}
+bgp:
+  router_id: 127.0.0.2
+  local_as: {POP_AS}
+  local_address: 127.0.0.2
+  require_local_address: false
+  neighbors: [{{address: 127.0.0.1, peer_as: 65000, port: {bgp_port}}}]
+  up: {{med: 100}}
+  drain: {{seconds: 30, med: 1000, prepend: 3}}
+  health:
+    interval: {INTERVAL}
+    fast_interval: {FAST}
+    rise: {RISE}
+    fall: {FALL}
+    timeout: 0.5
+    checks:
+      - {{kind: dns, server: "127.0.0.1:{dns_port}", name: example.com., type: SOA}}
+"""
+    )
+    return path
+
+
+@contextmanager
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    with BirdRouter() as router:
+        dns_port, control_port = free_port(), free_port()
+        pop_yaml = write_pop(tmp_path, router.port, dns_port, control_port)
+        conf = tmp_path / "exabgp.conf"
+        rendered = subprocess.run(
+            [sys.executable, "-m", "anycastedge", "bgp", "render", "-c", str(pop_yaml)]
+            + ["-o", str(conf)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert rendered.returncode == 0, rendered.stderr
+        serve = start_server(
+            ["serve", "-c", str(pop_yaml)],
+            dns_port=dns_port,
+            control_port=control_port,
+            probe_zone="example.com.",
+            cwd=tmp_path,
+            workdir=tmp_path,
+        )
+        try:
+            with ExaBgp(conf) as exabgp:
+                yield Lab(router, exabgp, serve, pop_yaml, tmp_path / "state")
+        finally:
+            serve.stop()
+
+
+def test_rendered_config_validates(tmp_path: Path) -> None:
+    """`exabgp validate` accepts what `bgp render` writes."""
+    pop_yaml = write_pop(tmp_path, 1790, 5300, 9053)
+    conf = tmp_path / "exabgp.conf"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "anycastedge",
+            "bgp",
+            "render",
+            "-c",
+            str(pop_yaml),
+            "-o",
+            str(conf),
+        ],
+        check=True,
+        timeout=30,
+    )
+    env = dict(os.environ)
+    env.update(line.split("=", 1) for line in Path(f"{conf}.env").read_text().splitlines() if line)
+    exabgp = str(Path(sys.executable).with_name("exabgp"))
+    result = subprocess.run(
+        [exabgp, "validate", str(conf)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"connect {1790}" in conf.read_text()
+
+
+def test_announce_drain_withdraw_announce(tmp_path: Path) -> None:
+    """Healthy: MED 100; withdraw: GRACEFUL_SHUTDOWN and prepends, then gone; announce: back."""
+    with lab(tmp_path) as pod:
+        up = pod.router.wait_route(PREFIX, SETTLE, med=100)
+        assert up.as_path == (POP_AS,)
+        status = pod.cli("pop", "status", "--json")
+        assert status.returncode == 0, status.stdout + status.stderr
+
+        started = time.monotonic()
+        result = pod.cli("pop", "withdraw", "--reason", "test", "--drain", "2")
+        assert result.returncode == 0, result.stderr
+        drained = pod.router.wait_route(PREFIX, 5, med=1000)
+        to_drain = time.monotonic() - started
+        assert (65535, 0) in drained.communities
+        assert drained.as_path == (POP_AS,) * 4
+        drain_seen = time.monotonic()
+        pod.router.wait_gone(PREFIX, 10)
+        print(f"withdraw->drain visible {to_drain:.3f}s; drain->gone "
+              f"{time.monotonic() - drain_seen:.3f}s")  # fmt: skip
+        status = pod.cli("pop", "status")
+        assert status.returncode == 2 and "maintenance: since" in status.stdout
+
+        assert pod.cli("pop", "announce").returncode == 0
+        back = pod.router.wait_route(PREFIX, 10, med=100)
+        assert back.communities == ()
+
+
+def test_stopped_server_is_withdrawn_within_detection_time(tmp_path: Path) -> None:
+    """Stopping serve withdraws the route within fall * fast_interval + interval + 1 s."""
+    with lab(tmp_path) as pod:
+        pod.router.wait_route(PREFIX, SETTLE, med=100)
+        started = time.monotonic()
+        pod.serve.stop()
+        pod.router.wait_gone(PREFIX, DETECTION)
+        print(f"serve stopped -> route gone at BIRD: {time.monotonic() - started:.3f}s")
+
+
+def test_respawned_hook_withdraws_what_it_cannot_vouch_for(tmp_path: Path) -> None:
+    """A hook SIGKILLed while serve is down is respawned and withdraws ExaBGP's stale route."""
+    with lab(tmp_path) as pod:
+        pod.router.wait_route(PREFIX, SETTLE, med=100)
+        first = pod.exabgp.kill_hook()  # ExaBGP keeps the dead hook's route announced
+        pod.serve.stop()
+        pod.router.wait_gone(PREFIX, DETECTION)
+        successor = wait_for(lambda: pod.exabgp.hook_pids(), 10, "the respawned hook")
+        assert first not in successor
+
+
+def test_hook_that_cannot_start_takes_exabgp_down(tmp_path: Path) -> None:
+    """With an unreadable pop.yaml every respawn dies; ExaBGP gives up and the route goes."""
+    with lab(tmp_path) as pod:
+        pod.router.wait_route(PREFIX, SETTLE, med=100)
+        pod.pop_yaml.write_text("pop: [unclosed\n")
+        pod.exabgp.kill_hook()
+        assert pod.exabgp.process is not None
+        pod.exabgp.process.wait(timeout=120)
+        assert "Too many death" in pod.exabgp.log_text() or pod.exabgp.process.returncode != 0
+        pod.router.wait_gone(PREFIX, 30)
+
+
+def test_sigterm_to_exabgp_leaves_no_hook(tmp_path: Path) -> None:
+    """SIGTERM to ExaBGP ends it and its hook: no helper process lives on."""
+    with lab(tmp_path) as pod:
+        pod.router.wait_route(PREFIX, SETTLE, med=100)
+        hooks = pod.exabgp.hook_pids()
+        assert hooks
+        assert pod.exabgp.process is not None
+        pod.exabgp.process.send_signal(signal.SIGTERM)
+        pod.exabgp.process.wait(timeout=30)
+        wait_for(
+            lambda: not any(Path(f"/proc/{pid}").exists() for pid in hooks), 10, "the hook to exit"
+        )
+        pod.router.wait_gone(PREFIX, 30)

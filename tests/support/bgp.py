@@ -1,0 +1,199 @@
+"""A BIRD 2 router and an ExaBGP speaker on loopback, for the BGP integration tests.
+
+BIRD listens passively on 127.0.0.1 (a free port); ExaBGP connects from 127.0.0.2, runs the
+anycastedge hook, and is stopped by its own PID. Routes are read with ``birdc show route all``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.support.procs import free_port, stop_process
+from tests.support.server import wait_for
+
+ROUTER_AS, POP_AS = 65000, 65011
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One route as BIRD shows it."""
+
+    prefix: str
+    as_path: tuple[int, ...]
+    med: int | None
+    communities: tuple[tuple[int, int], ...]
+
+
+def parse_routes(text: str) -> dict[str, Route]:
+    """Routes from ``birdc show route all`` output, by prefix."""
+    routes: dict[str, Route] = {}
+    current: dict[str, object] | None = None
+
+    def flush() -> None:
+        if current is not None:
+            routes[str(current["prefix"])] = Route(
+                str(current["prefix"]),
+                tuple(current.get("as_path", ())),  # type: ignore[arg-type]
+                current.get("med"),  # type: ignore[arg-type]
+                tuple(current.get("communities", ())),  # type: ignore[arg-type]
+            )
+
+    for line in text.splitlines():
+        head = re.match(r"^([0-9a-fA-F:.]+/\d+)\s", line)
+        if head:
+            flush()
+            current = {"prefix": head.group(1)}
+        elif current is not None:
+            line = line.strip()
+            if line.startswith("BGP.as_path:"):
+                current["as_path"] = [int(a) for a in line.split(":", 1)[1].split()]
+            elif line.startswith("BGP.med:"):
+                current["med"] = int(line.split(":", 1)[1])
+            elif line.startswith("BGP.community:"):
+                pairs = re.findall(r"\((\d+),(\d+)\)", line)
+                current["communities"] = [(int(a), int(b)) for a, b in pairs]
+    flush()
+    return routes
+
+
+@dataclass(slots=True)
+class BirdRouter:
+    """``bird -f`` with one passive BGP session for the POP at 127.0.0.2."""
+
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bird-")))
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket(self) -> Path:
+        return self.workdir / "bird.ctl"
+
+    def __enter__(self) -> BirdRouter:
+        conf = self.workdir / "bird.conf"
+        conf.write_text(
+            "router id 127.0.0.1;\n"
+            "protocol device { scan time 10; }\n"
+            "protocol bgp pop {\n"
+            f"    local 127.0.0.1 port {self.port} as {ROUTER_AS};\n"
+            f"    neighbor 127.0.0.2 as {POP_AS};\n"
+            "    multihop; passive on; hold time 9;\n"
+            "    ipv4 { import all; export none; };\n"
+            "    ipv6 { import all; export none; };\n"
+            "}\n"
+        )
+        log = (self.workdir / "bird.log").open("wb")
+        self.process = subprocess.Popen(
+            [
+                "bird",
+                "-f",
+                "-c",
+                str(conf),
+                "-s",
+                str(self.socket),
+                "-P",
+                str(self.workdir / "pid"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(lambda: self._birdc("show status") is not None, 10, "BIRD's control socket")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _birdc(self, command: str) -> str | None:
+        result = subprocess.run(
+            ["birdc", "-s", str(self.socket), *command.split()],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return result.stdout if result.returncode == 0 else None
+
+    def routes(self) -> dict[str, Route]:
+        """Every route BIRD holds, IPv4 and IPv6."""
+        return parse_routes(self._birdc("show route all") or "")
+
+    def wait_route(self, prefix: str, timeout: float, what: str = "", **expect: object) -> Route:
+        """Poll until ``prefix`` is present with the expected attributes (bounded)."""
+
+        def check() -> Route | None:
+            route = self.routes().get(prefix)
+            if route is None:
+                return None
+            return route if all(getattr(route, k) == v for k, v in expect.items()) else None
+
+        return wait_for(check, timeout, what or f"{prefix} with {expect}", interval=0.02)
+
+    def wait_gone(self, prefix: str, timeout: float) -> None:
+        """Poll until ``prefix`` is no longer in BIRD's tables (bounded)."""
+        wait_for(lambda: prefix not in self.routes(), timeout, f"{prefix} withdrawn", 0.02)
+
+
+@dataclass(slots=True)
+class ExaBgp:
+    """ExaBGP running a rendered config, with the rendered environment."""
+
+    config: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.config.with_suffix(".log")
+
+    def __enter__(self) -> ExaBgp:
+        env = dict(os.environ)
+        for line in Path(f"{self.config}.env").read_text().splitlines():
+            key, _, value = line.partition("=")
+            env[key] = value
+        exabgp = Path(sys.executable).with_name("exabgp")
+        self.process = subprocess.Popen(
+            [str(exabgp), str(self.config)],
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def hook_pids(self) -> list[int]:
+        """PIDs of ExaBGP's child processes whose command line is our hook."""
+        pids = []
+        for task in Path(f"/proc/{self.pid}/task").glob("*/children"):
+            for pid in task.read_text().split():
+                try:
+                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"hook" in cmdline and b"anycastedge" in cmdline:
+                    pids.append(int(pid))
+        return pids
+
+    def kill_hook(self) -> int:
+        """SIGKILL the current hook (a child of this ExaBGP); returns its PID."""
+        pid = wait_for(lambda: (self.hook_pids() or [None])[0], 10, "the hook process")
+        os.kill(pid, signal.SIGKILL)
+        return pid
