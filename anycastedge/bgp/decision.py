@@ -57,8 +57,9 @@ def as_path(local_as: int, prepend: int) -> list[int]:
 def next_hop(prefix: str, config: BgpConfig) -> str:
     """The next hop for ``prefix``: ``self`` within one family, IPv4-mapped IPv6 across them.
 
-    ExaBGP rejects ``next-hop self`` for an IPv6 route on an IPv4 session; the IPv4-mapped form of
-    the local address (::ffff:a.b.c.d) is what routers expect there.
+    ExaBGP rejects ``next-hop self`` for an IPv6 route on an IPv4 session. Given the IPv4-mapped
+    form of the local address it sends the IPv4 next hop, which the router must accept for IPv6
+    (RFC 8950 extended next hop; BIRD: ``extended next hop on`` in the ipv6 channel).
     """
     hop = config.local_address if config.next_hop == "self" else config.next_hop
     if ":" in prefix and "." in hop:

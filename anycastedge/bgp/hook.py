@@ -187,7 +187,7 @@ def read_acks(stream: IO[str], hook: Hook) -> None:
         word = line.strip()
         if word == "error":
             log.error("ExaBGP rejected a command")
-        elif word == "shutdown":
+        elif word.startswith("shutdown"):
             break
     hook.stdin_closed.set()
     hook.stop.set()

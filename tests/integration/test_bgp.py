@@ -25,6 +25,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 PREFIX = "203.0.113.53/32"
+PREFIX6 = "2001:db8:53::53/128"
 INTERVAL, FAST, RISE, FALL = 1.0, 0.2, 2, 2
 DETECTION = FALL * FAST + INTERVAL + 1.0  # the issue's bound for a stopped server
 SETTLE = 30.0  # bound for session set-up and rise
@@ -53,7 +54,7 @@ def write_pop(directory: Path, bgp_port: int, dns_port: int, control_port: int) 
     path.write_text(
         f"""pop: bgp-test
 state_dir: state
-anycast: [{PREFIX}]
+anycast: [{PREFIX}, {PREFIX6}]
 dns:
   listen: ["127.0.0.1:{dns_port}"]
   zones: {zones}
@@ -143,6 +144,7 @@ def test_announce_drain_withdraw_announce(tmp_path: Path) -> None:
     with lab(tmp_path) as pod:
         up = pod.router.wait_route(PREFIX, SETTLE, med=100)
         assert up.as_path == (POP_AS,)
+        pod.router.wait_route(PREFIX6, SETTLE, med=100)
         status = pod.cli("pop", "status", "--json")
         assert status.returncode == 0, status.stdout + status.stderr
 
@@ -153,8 +155,11 @@ def test_announce_drain_withdraw_announce(tmp_path: Path) -> None:
         to_drain = time.monotonic() - started
         assert (65535, 0) in drained.communities
         assert drained.as_path == (POP_AS,) * 4
+        drained6 = pod.router.wait_route(PREFIX6, 5, med=1000)
+        assert (65535, 0) in drained6.communities
         drain_seen = time.monotonic()
         pod.router.wait_gone(PREFIX, 10)
+        pod.router.wait_gone(PREFIX6, 10)
         print(f"withdraw->drain visible {to_drain:.3f}s; drain->gone "
               f"{time.monotonic() - drain_seen:.3f}s")  # fmt: skip
         status = pod.cli("pop", "status")
@@ -163,6 +168,7 @@ def test_announce_drain_withdraw_announce(tmp_path: Path) -> None:
         assert pod.cli("pop", "announce").returncode == 0
         back = pod.router.wait_route(PREFIX, 10, med=100)
         assert back.communities == ()
+        pod.router.wait_route(PREFIX6, 10, med=100)
 
 
 def test_stopped_server_is_withdrawn_within_detection_time(tmp_path: Path) -> None:
@@ -172,6 +178,7 @@ def test_stopped_server_is_withdrawn_within_detection_time(tmp_path: Path) -> No
         started = time.monotonic()
         pod.serve.stop()
         pod.router.wait_gone(PREFIX, DETECTION)
+        pod.router.wait_gone(PREFIX6, DETECTION)
         print(f"serve stopped -> route gone at BIRD: {time.monotonic() - started:.3f}s")
 
 

@@ -86,7 +86,8 @@ class BirdRouter:
             f"    neighbor 127.0.0.2 as {POP_AS};\n"
             "    multihop; passive on; hold time 9;\n"
             "    ipv4 { import all; export none; };\n"
-            "    ipv6 { import all; export none; };\n"
+            # IPv6 routes on the IPv4 session carry an IPv4 next hop (RFC 8950).
+            "    ipv6 { import all; export none; extended next hop on; };\n"
             "}\n"
         )
         log = (self.workdir / "bird.log").open("wb")
