@@ -20,7 +20,8 @@ from typing import IO, Any
 from anycastedge.bgp.decision import ANNOUNCED, DRAINING, WITHDRAWN, Desired, api_line, decide
 from anycastedge.config.bgp import Check
 from anycastedge.config.pop import PopConfig
-from anycastedge.control.maintenance import HOOK_STATUS_FILE, get_maintenance, write_json
+from anycastedge.control.maintenance import HOOK_STATUS_FILE, get_maintenance
+from anycastedge.control.statefile import write_json
 from anycastedge.health.probes import ProbeResult, probe
 from anycastedge.health.state import Health, State, transition
 

@@ -2,38 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any
 
 from anycastedge.bgp.decision import Maintenance
+from anycastedge.control.statefile import read_json, write_json
 
 MAINTENANCE_FILE = "maintenance.json"
 HOOK_STATUS_FILE = "hook.json"
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Replace ``path`` atomically: readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def read_json(path: Path) -> Any:
-    """The parsed file, or None if it does not exist."""
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
 
 
 def set_maintenance(state_dir: Path, maintenance: Maintenance) -> None:

@@ -6,7 +6,8 @@ import time
 from typing import Any
 
 from anycastedge.config.pop import PopConfig
-from anycastedge.control.maintenance import HOOK_STATUS_FILE, get_maintenance, read_json
+from anycastedge.control.maintenance import HOOK_STATUS_FILE, get_maintenance
+from anycastedge.control.statefile import read_json
 
 EXIT_ANNOUNCED, EXIT_ERROR, EXIT_NOT_ANNOUNCED, EXIT_NO_HOOK = 0, 1, 2, 3
 

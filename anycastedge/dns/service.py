@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +16,7 @@ from twisted.logger import Logger
 
 from anycastedge.config.pop import DnsConfig
 from anycastedge.config.zones import ServedSerial, load_zones, zone_files
+from anycastedge.control.statefile import read_json, write_json
 from anycastedge.dns.wire import Counts, Responder
 from anycastedge.dns.zone import Name, ZoneSet
 from anycastedge.errors import ConfigError, Problem
@@ -57,26 +55,21 @@ def read_serials(path: Path | None) -> dict[Name, ServedSerial]:
     if path is None:
         return {}
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path) or {}
         return {
             dns.name.from_text(zone): ServedSerial(str(item["digest"]), int(item["serial"]))
             for zone, item in data.items()
         }
-    except FileNotFoundError:
-        return {}
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         log.warn("ignoring unreadable serial state {path}: {exc}", path=str(path), exc=exc)
         return {}
 
 
 def write_serials(path: Path, serials: dict[Name, ServedSerial]) -> None:
-    """Write the serial state atomically (rename over the old file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = {z.to_text(): {"digest": s.digest, "serial": s.serial} for z, s in serials.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".serials.")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    """Save the served serials (atomically)."""
+    write_json(
+        path, {z.to_text(): {"digest": s.digest, "serial": s.serial} for z, s in serials.items()}
+    )
 
 
 class ZoneService(service.Service):

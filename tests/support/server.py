@@ -31,7 +31,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
-from tests.support.procs import free_port
+from tests.support.procs import free_port, stop_process
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parents[2]
@@ -122,15 +122,8 @@ class ServerHandle:
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM this one PID; SIGKILL it only if it is still running after ``timeout`` s."""
-        process = self.process
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=timeout)
-        return int(process.returncode)
+        stop_process(self.process, timeout)
+        return int(self.process.returncode)
 
     def alive(self) -> bool:
         """Whether the process is still running."""

@@ -16,7 +16,8 @@ import pytest
 from anycastedge.bgp.hook import Hook, prefix_is_local
 from anycastedge.config.bgp import BgpConfig, Check, HealthConfig
 from anycastedge.config.pop import PopConfig
-from anycastedge.control.maintenance import HOOK_STATUS_FILE, read_json
+from anycastedge.control.maintenance import HOOK_STATUS_FILE
+from anycastedge.control.statefile import read_json
 from anycastedge.health.probes import ProbeResult, probe
 
 PREFIXES = ("203.0.113.53/32", "2001:db8:53::53/128")
