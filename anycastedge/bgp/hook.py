@@ -17,7 +17,15 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from anycastedge.bgp.decision import ANNOUNCED, DRAINING, WITHDRAWN, Desired, api_line, decide
+from anycastedge.bgp.decision import (
+    ANNOUNCED,
+    DRAINING,
+    WITHDRAWN,
+    Desired,
+    Maintenance,
+    api_line,
+    decide,
+)
 from anycastedge.config.bgp import Check
 from anycastedge.config.pop import PopConfig
 from anycastedge.control.maintenance import HOOK_STATUS_FILE, get_maintenance
@@ -61,6 +69,8 @@ class Hook:
     health: Health = field(default_factory=Health)
     told: dict[str, Told] = field(default_factory=dict)
     results: dict[str, tuple[ProbeResult, float]] = field(default_factory=dict)
+    local: dict[str, bool] = field(default_factory=dict)  # per prefix, as of the last round
+    maintenance: Maintenance | None = None  # as of the last reconcile
     stop: threading.Event = field(default_factory=threading.Event)
     stdin_closed: threading.Event = field(default_factory=threading.Event)
 
@@ -87,11 +97,16 @@ class Hook:
                 result = ProbeResult(False, health.timeout, "hung past the timeout")
             self.results[check.label] = (result, now)
             ok = ok and result.ok
+        for prefix in self.config.anycast:
+            local = self.is_local(prefix)
+            if not local and self.local.get(prefix, True) and self.config.bgp.require_local_address:
+                log.warning("not announcing %s: not configured on a local interface", prefix)
+            self.local[prefix] = local
         return ok
 
     def reconcile(self) -> bool:
         """Bring every prefix to its desired state; True if anything was printed."""
-        maintenance = get_maintenance(self.config.state_dir)
+        maintenance = self.maintenance = get_maintenance(self.config.state_dir)
         changed = False
         now = time.time()
         for prefix in self.config.anycast:
@@ -103,22 +118,19 @@ class Hook:
                 maintenance,
                 now,
                 self.config.bgp,
-                self.is_local(prefix),
+                self.local.get(prefix, False),
             )
             if told is None or (told.desired.status, told.desired.attributes) != (
                 desired.status,
                 desired.attributes,
             ):
-                if desired.why.startswith("prefix is not"):
-                    log.warning("not announcing %s: %s", prefix, desired.why)
                 self.emit(prefix, desired)
                 changed = True
         return changed
 
     def status(self) -> dict[str, Any]:
         """The document written to state_dir/hook.json."""
-        maintenance = get_maintenance(self.config.state_dir)
-        state = State.DISABLED if maintenance is not None else self.health.state
+        state = State.DISABLED if self.maintenance is not None else self.health.state
         if self.stop.is_set():
             state = State.EXIT
         return {

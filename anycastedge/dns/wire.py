@@ -172,8 +172,13 @@ def negative_tail(soa: RRset) -> tuple[int, bytes]:
     return apex_length, struct.pack("!HHIH", soa.rdtype, soa.rdclass, soa.ttl, len(rdata)) + rdata
 
 
-def render_entry(answer: Answer, key: bytes, tails: NegativeTails | None = None) -> Entry:
-    """Encode an Answer's variants for the question ``key`` (lowercased wire name, type, class)."""
+def render_entry(
+    answer: Answer, key: bytes, qname: dns.name.Name, qtype: int, qclass: int, tails: NegativeTails
+) -> Entry:
+    """Encode an Answer's variants for the question ``key`` (lowercased wire name, type, class).
+
+    ``qname``, ``qtype`` and ``qclass`` are ``key`` decoded; ``tails`` caches negative SOA tails.
+    """
     flags = 0x8000 | (0x0400 if answer.aa else 0) | (answer.rcode & 0xF)
     zone = answer.zone.to_text(omit_final_dot=True) or "." if answer.zone else "-"
     truncated = _header(flags | 0x0200, 0, 0, 0) + key
@@ -182,17 +187,13 @@ def render_entry(answer: Answer, key: bytes, tails: NegativeTails | None = None)
         if soa.rdtype == dns.rdatatype.SOA and answer.zone is not None:
             # The common negative answer (and every random-name query) skips the renderer: the
             # SOA owner is the zone apex, a suffix of the question name, so one pointer names it.
-            cached = tails.get(soa.name) if tails is not None else None
+            cached = tails.get(soa.name)
             if cached is None:
-                cached = negative_tail(soa)
-                if tails is not None:
-                    tails[soa.name] = cached
+                cached = tails[soa.name] = negative_tail(soa)
             apex_length, tail = cached
             apex_at = 12 + len(key) - 4 - apex_length
             full = _header(flags, 0, 1, 0) + key + _U16.pack(0xC000 | apex_at) + tail
             return Entry(full, (), truncated, zone, answer.rcode)
-    qname = dns.name.from_wire(key, 0)[0]
-    qtype, qclass = struct.unpack_from("!HH", key, len(key) - 4)
 
     def render(sections: int) -> bytes:
         r = dns.renderer.Renderer(0, flags, _TCP_LIMIT)
@@ -277,7 +278,7 @@ class Responder:
             qname = dns.name.from_wire(key, 0)[0]
             qtype, qclass = struct.unpack_from("!HH", key, len(key) - 4)
             answer = self._resolve(self.zones, qname, qtype, qclass, self.pop)
-            entry = render_entry(answer, key, self._tails)
+            entry = render_entry(answer, key, qname, qtype, qclass, self._tails)
             if len(self._entries) >= self.limit:
                 self._entries.clear()
             self._entries[key] = entry

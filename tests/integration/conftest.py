@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # so that `tests.support` imports; pytest does not add the rootdir
-    sys.path.insert(0, str(REPO))
-
-from tests.support.server import ServerHandle, copy_repo_zones, running_server  # noqa: E402
+from tests.support.server import ServerHandle, copy_repo_zones, running_server
 
 
 @pytest.fixture(scope="session")

@@ -35,12 +35,10 @@ import pytest
 import yaml
 from octodns_bind import ZoneFileProvider
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # pytest's rootdir is not on sys.path unless configured
-    sys.path.insert(0, str(REPO))
+from tests.support.nsd import NsdServer, wait_until_answers, zone_yaml_to_bind
+from tests.support.procs import free_port, stop_process
 
-from tests.support.nsd import NsdServer, wait_until_answers, zone_yaml_to_bind  # noqa: E402
-from tests.support.procs import free_port, stop_process  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 #: Where anycastedge deliberately answers differently from NSD 4.6. Queries in these categories
 #: are sent to both and any difference is printed, but it does not fail the test.
