@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import maxminddb
+
 from anycastedge.config.bgp import BgpConfig, read_bgp
+from anycastedge.config.dynamic import geo_code_problems
 from anycastedge.config.reader import Reader, parse_hostport
 from anycastedge.config.source import load_yaml
 from anycastedge.errors import ConfigError, Location, Problem
@@ -51,6 +54,8 @@ class DnsConfig:
     nsid: bool = True
     soa: SoaConfig = field(default_factory=SoaConfig)
     geo: GeoConfig = field(default_factory=GeoConfig)
+    # GSLB health checks go only to these networks; values elsewhere are served unchecked.
+    check_networks: tuple[str, ...] = ("0.0.0.0/0", "::/0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +115,33 @@ def _networks(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
         raise ValueError("must map geo codes to lists of CIDRs")
     out = []
     for code, cidrs in value.items():
+        problems = geo_code_problems(code)
+        if problems:
+            raise ValueError("; ".join(problems))
         if not isinstance(cidrs, list):
             raise ValueError(f"{code}: must be a list of CIDRs")
-        out.append((str(code), tuple(str(ipaddress.ip_network(str(c))) for c in cidrs)))
+        out.append((str(code), _cidrs(cidrs)))
     return tuple(out)
+
+
+def _cidrs(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ValueError("must be a list of CIDRs")
+    return tuple(str(ipaddress.ip_network(str(c))) for c in value)
+
+
+def _mmdb(base: Path) -> Any:
+    def read(value: Any) -> Path:
+        path = base / str(value)
+        try:
+            maxminddb.open_database(str(path)).close()
+        except (OSError, ValueError) as exc:  # InvalidDatabaseError is a RuntimeError
+            raise ValueError(f"cannot open MaxMind database {path}: {exc}") from None
+        except maxminddb.InvalidDatabaseError as exc:
+            raise ValueError(f"{path} is not a MaxMind database: {exc}") from None
+        return path
+
+    return read
 
 
 def _read_dns(r: Reader, base: Path) -> DnsConfig:
@@ -129,9 +157,8 @@ def _read_dns(r: Reader, base: Path) -> DnsConfig:
     )
     soa_r.finish()
     geo_r = r.child("geo")
-    mmdb = geo_r.get("mmdb", str, None)
     geo = GeoConfig(
-        mmdb=(base / mmdb) if mmdb else None,
+        mmdb=geo_r.converted("mmdb", _mmdb(base), None),
         networks=geo_r.converted("networks", _networks, ()),
     )
     geo_r.finish()
@@ -147,6 +174,7 @@ def _read_dns(r: Reader, base: Path) -> DnsConfig:
         nsid=r.get("nsid", bool, d.nsid),
         soa=soa,
         geo=geo,
+        check_networks=r.converted("check_networks", _cidrs, d.check_networks),
     )
 
 

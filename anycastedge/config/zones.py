@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from anycastedge.config.dynamic import read_dynamic
 from anycastedge.config.pop import SoaConfig
 from anycastedge.config.records import (
     CONVERTERS,
@@ -24,6 +26,7 @@ from anycastedge.config.records import (
 from anycastedge.config.source import MarkedDict, load_yaml
 from anycastedge.dns.zone import Name, RRset, Zone, ZoneSet
 from anycastedge.errors import ConfigError, Location, Problem
+from anycastedge.gslb.model import DynamicRecord
 
 DEFAULT_TTL = 3600  # octoDNS's default
 PROVIDER_NAME = "anycastedge"  # what octodns.included/excluded lists call us
@@ -58,6 +61,8 @@ class _Builder:
     rrsets: dict[tuple[Name, int], RRset] = field(default_factory=dict)
     locations: dict[Name, Location] = field(default_factory=dict)
     apex_ns: list[str] = field(default_factory=list)
+    dynamic: dict[tuple[Name, int], DynamicRecord] = field(default_factory=dict)
+    dynamic_text: list[str] = field(default_factory=list)  # what the serial follows
 
     def problem(self, subject: str, message: str, where: Location, warning: bool = False) -> None:
         self.problems.append(Problem(message, where, subject or "@", warning))
@@ -99,10 +104,6 @@ class _Builder:
                 self.problem(subject, f"octoDNS key {key!r} ignored", where, warning=True)
             elif key not in RECORD_KEYS:
                 self.problem(subject, f"unknown key {key!r} ignored", where, warning=True)
-        if "dynamic" in record:
-            self.problem(
-                subject, "dynamic (GSLB) rules not served yet; answering with values", where, True
-            )
         ttl = record.get("ttl", DEFAULT_TTL)
         if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= 2**31 - 1:
             self.problem(subject, f'invalid ttl "{ttl}"', where)
@@ -132,6 +133,25 @@ class _Builder:
         if (owner, rrset.rdtype) in self.rrsets:
             self.problem(subject, f"more than one {rdtype} record at this name", where)
             return
+        if "dynamic" in record:
+            dynamic = read_dynamic(
+                record,
+                rdtype,
+                owner,
+                ttl,
+                tuple(rrset),
+                where,
+                lambda message, at, warning: self.problem(subject, message, at, warning),
+            )
+            if dynamic is None:
+                return
+            self.dynamic[(owner, rrset.rdtype)] = dynamic
+            extras = {k: record.get(k) for k in ("dynamic", "anycastedge", "octodns")}
+            self.dynamic_text.append(
+                f"{dynamic.label} {json.dumps(extras, sort_keys=True, default=str)}"
+            )
+        elif "anycastedge" in record:
+            self.problem(subject, "anycastedge options apply to dynamic records only", where, True)
         self.rrsets[(owner, rrset.rdtype)] = rrset
         self.locations.setdefault(owner, where)
         if rdtype == "NS" and owner == self.origin:
@@ -178,9 +198,13 @@ def _check_zone(b: _Builder) -> None:
             b.problem(subject, "DS belongs only beside NS at a delegation", where, warning=True)
 
 
-def _digest(rrsets: Iterable[RRset], soa_config: SoaConfig, mname: str) -> str:
-    """What the serial follows: the data (value order ignored) and the SOA's own settings."""
+def _digest(
+    rrsets: Iterable[RRset], soa_config: SoaConfig, mname: str, dynamic: Iterable[str]
+) -> str:
+    """What the serial follows: the data (value order ignored), GSLB rules and SOA settings."""
     h = hashlib.sha256(f"{soa_config!r} {mname}\n".encode())
+    for text in sorted(dynamic):
+        h.update(text.encode() + b"\n")
     for rrset in sorted(rrsets, key=lambda r: (r.name, r.rdtype)):
         values = sorted(rdata.to_text() for rdata in rrset)
         h.update(f"{rrset.name} {rrset.rdtype} {rrset.ttl} {values}\n".encode())
@@ -256,7 +280,7 @@ def build_zone(
     names.add(origin)
 
     mname = b.apex_ns[0] if b.apex_ns else origin.to_text()
-    digest = _digest(b.rrsets.values(), soa_config, mname)
+    digest = _digest(b.rrsets.values(), soa_config, mname, b.dynamic_text)
     soa = _synthesize_soa(origin, mname, soa_config, path, digest, previous)
     nodes.setdefault(origin, {})[dns.rdatatype.SOA] = soa
     # RFC 2308 section 5: negative answers live min(SOA TTL, MINIMUM).
@@ -272,6 +296,8 @@ def build_zone(
         soa=soa,
         negative_soa=negative_soa,
         digest=digest,
+        # Occluded data is glue at most: only authoritative names answer dynamically.
+        dynamic={k: v for k, v in b.dynamic.items() if k[1] in nodes.get(k[0], {})},
         source=str(path),
         loaded_at=time.time(),
     )

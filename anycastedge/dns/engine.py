@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dns.name
@@ -11,6 +12,7 @@ import dns.rrset
 from dns.rdatatype import RdataType
 
 from anycastedge.dns.zone import Name, Node, RRset, Zone, ZoneSet
+from anycastedge.gslb.model import DynamicRecord
 
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
 MAX_CNAME_CHAIN = 8
@@ -23,6 +25,18 @@ _ADDITIONAL = {
 }
 _ZONE_TRANSFER = frozenset({dns.rdatatype.AXFR, dns.rdatatype.IXFR})
 _UNSUPPORTED = frozenset({dns.rdatatype.MAILA, dns.rdatatype.MAILB, dns.rdatatype.TKEY})
+
+
+class Undecided(Exception):  # noqa: N818 (a signal, not an error)
+    """The lookup reached a dynamic record whose answer the caller has not chosen yet."""
+
+    def __init__(self, record: DynamicRecord) -> None:
+        super().__init__(record.label)
+        self.record = record
+
+
+# Given a dynamic record, the RRset to answer with; raises Undecided to ask the caller first.
+Chooser = Callable[[DynamicRecord], RRset]
 
 
 @dataclass(slots=True)
@@ -39,8 +53,18 @@ class Answer:
     authority_optional: bool = False  # the authority section may be dropped to fit
 
 
-def resolve(zones: ZoneSet, qname: Name, qtype: int, qclass: int, pop: str) -> Answer:
-    """Answer one question authoritatively from ``zones``; ``qname`` must be lowercase."""
+def resolve(
+    zones: ZoneSet,
+    qname: Name,
+    qtype: int,
+    qclass: int,
+    pop: str,
+    choose: Chooser | None = None,
+) -> Answer:
+    """Answer one question authoritatively from ``zones``; ``qname`` must be lowercase.
+
+    Dynamic records answer what ``choose`` picks; without a chooser, their static values.
+    """
     if qtype == dns.rdatatype.OPT:
         return Answer(rcode=FORMERR)
     if qclass == dns.rdataclass.CH:
@@ -53,7 +77,7 @@ def resolve(zones: ZoneSet, qname: Name, qtype: int, qclass: int, pop: str) -> A
     if qtype in _UNSUPPORTED:
         return Answer(rcode=NOTIMP, zone=zone.origin)
     result = Answer(aa=True, zone=zone.origin)
-    _lookup(zone, qname, qtype, result, set())
+    _lookup(zone, qname, qtype, result, set(), choose)
     return result
 
 
@@ -68,7 +92,14 @@ def _quoted(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _lookup(zone: Zone, qname: Name, qtype: int, result: Answer, seen: set[Name]) -> None:
+def _lookup(
+    zone: Zone,
+    qname: Name,
+    qtype: int,
+    result: Answer,
+    seen: set[Name],
+    choose: Chooser | None,
+) -> None:
     seen.add(qname)
     cut = zone.find_cut(qname)
     if cut is not None and not (cut == qname and qtype == dns.rdatatype.DS):
@@ -79,7 +110,7 @@ def _lookup(zone: Zone, qname: Name, qtype: int, result: Answer, seen: set[Name]
     if node is None and qname not in zone.names:
         dname = _dname_above(zone, qname)
         if dname is not None:
-            _synthesize_from_dname(zone, qname, qtype, dname, result, seen)
+            _synthesize_from_dname(zone, qname, qtype, dname, result, seen, choose)
             return
         node = _wildcard(zone, qname)
         if node is None:
@@ -92,10 +123,11 @@ def _lookup(zone: Zone, qname: Name, qtype: int, result: Answer, seen: set[Name]
     if qtype == dns.rdatatype.ANY:
         # RFC 8482: one RRset is enough; the lowest type code keeps it deterministic.
         first = min(t for t in node if t != dns.rdatatype.SOA or len(node) == 1)
-        _add_answer(zone, node[first], qname, result)
+        _add_answer(zone, _chosen(zone, node[first], choose), qname, result)
         return
     rrset = node.get(qtype)
     if rrset is not None:
+        rrset = _chosen(zone, rrset, choose)
         _add_answer(zone, rrset, qname, result)
         if not (qtype == dns.rdatatype.DS and qname == cut):
             _add_apex_ns(zone, result)
@@ -104,6 +136,7 @@ def _lookup(zone: Zone, qname: Name, qtype: int, result: Answer, seen: set[Name]
     if cname is None:
         _negative(zone, result)
         return
+    cname = _chosen(zone, cname, choose)
     _add_answer(zone, cname, qname, result)
     target = cname[0].target.canonicalize()
     if (
@@ -111,7 +144,15 @@ def _lookup(zone: Zone, qname: Name, qtype: int, result: Answer, seen: set[Name]
         and target not in seen
         and len(result.answer) < MAX_CNAME_CHAIN
     ):
-        _lookup(zone, target, qtype, result, seen)
+        _lookup(zone, target, qtype, result, seen, choose)
+
+
+def _chosen(zone: Zone, rrset: RRset, choose: Chooser | None) -> RRset:
+    if zone.dynamic and choose is not None:
+        record = zone.dynamic.get((rrset.name, rrset.rdtype))
+        if record is not None:
+            return choose(record)
+    return rrset
 
 
 def _add_answer(zone: Zone, rrset: RRset, qname: Name, result: Answer) -> None:
@@ -184,7 +225,13 @@ def _dname_above(zone: Zone, qname: Name) -> RRset | None:
 
 
 def _synthesize_from_dname(
-    zone: Zone, qname: Name, qtype: int, dname: RRset, result: Answer, seen: set[Name]
+    zone: Zone,
+    qname: Name,
+    qtype: int,
+    dname: RRset,
+    result: Answer,
+    seen: set[Name],
+    choose: Chooser | None,
 ) -> None:
     """RFC 6672: answer the DNAME and a CNAME synthesized from it, then follow the CNAME."""
     result.answer.append(dname)
@@ -203,4 +250,4 @@ def _synthesize_from_dname(
         and not target.is_subdomain(dname.name)
         and target not in seen
     ):
-        _lookup(zone, target, qtype, result, seen)
+        _lookup(zone, target, qtype, result, seen, choose)

@@ -48,7 +48,7 @@ class DnsDatagramProtocol(protocol.DatagramProtocol):
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:  # noqa: N802 (Twisted API)
         try:
-            response = self.source.responder.respond(data, False)
+            response = self.source.responder.respond(data, False, addr[0])
         except Exception:
             self.source.errors += 1
             log.failure("query from {addr} raised", addr=addr)
@@ -74,12 +74,14 @@ class DnsStreamProtocol(protocol.Protocol, TimeoutMixin):
 
     def __init__(self) -> None:
         self._buffer = b""
+        self._host = ""
 
     def connectionMade(self) -> None:  # noqa: N802
         self.factory.open += 1
         if self.factory.open > self.factory.max_connections:
             self.transport.loseConnection()
             return
+        self._host = getattr(self.transport.getPeer(), "host", "")
         self.callLater = self.factory.clock.callLater
         self.setTimeout(self.factory.idle_timeout)
         self.transport.registerProducer(self, True)
@@ -109,7 +111,7 @@ class DnsStreamProtocol(protocol.Protocol, TimeoutMixin):
             message = buffer[pos + 2 : pos + 2 + length]
             pos += 2 + length
             try:
-                response = source.responder.respond(message, True)
+                response = source.responder.respond(message, True, self._host)
             except Exception:
                 source.errors += 1
                 log.failure("TCP query raised")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,9 +18,13 @@ from twisted.logger import Logger
 from anycastedge.config.pop import DnsConfig
 from anycastedge.config.zones import ServedSerial, load_zones, zone_files
 from anycastedge.control.statefile import read_json, write_json
-from anycastedge.dns.wire import Counts, Responder
+from anycastedge.dns.wire import Counts, PoolCounts, Responder
 from anycastedge.dns.zone import Name, ZoneSet
 from anycastedge.errors import ConfigError, Problem
+from anycastedge.gslb.decider import Decider
+from anycastedge.gslb.geo import GeoLocator
+from anycastedge.gslb.model import CheckTarget, DynamicRecord
+from anycastedge.health.monitor import HealthMonitor
 
 log = Logger()
 
@@ -72,8 +77,12 @@ def write_serials(path: Path, serials: dict[Name, ServedSerial]) -> None:
     )
 
 
-class ZoneService(service.Service):
-    """Owns the served zone set; reload builds a new one and swaps one reference if it validates."""
+class ZoneService(service.MultiService):
+    """Owns the served zone set; reload builds a new one and swaps one reference if it validates.
+
+    It also owns the GSLB health monitor (a child service): each swap hands it the check targets
+    of the new zones, and each change of a value's health drops the dynamic answers cached for it.
+    """
 
     def __init__(
         self,
@@ -90,6 +99,11 @@ class ZoneService(service.Service):
         self.paths = list(paths) if paths is not None else [dns_config.zones]
         self.reactor: IReactorTime = reactor
         self.counts: Counts = {}
+        self.pool_counts: PoolCounts = {}
+        self.locator = self._locator()
+        self.monitor = HealthMonitor(reactor, on_change=self._health_changed)
+        self.monitor.setServiceParent(self)
+        self._check_networks = [ipaddress.ip_network(n) for n in dns_config.check_networks]
         self.errors = 0
         self.dropped = 0
         self.reloads = {"success": 0, "failure": 0}
@@ -100,9 +114,40 @@ class ZoneService(service.Service):
         self._again = False
         self.responder = self._responder(ZoneSet({}))
 
-    def _responder(self, zones: ZoneSet) -> Responder:
+    def _locator(self) -> GeoLocator:
+        geo = self.config.geo
+        return GeoLocator(geo.networks, geo.mmdb)
+
+    def _responder(self, zones: ZoneSet, locator: GeoLocator | None = None) -> Responder:
         c = self.config
-        return Responder(zones, self.pop, c.max_udp_size, c.nsid, c.cache_size, self.counts)
+        decider = Decider(locator or self.locator, self.monitor.serving, limit=c.cache_size or 1)
+        return Responder(
+            zones,
+            self.pop,
+            c.max_udp_size,
+            c.nsid,
+            c.cache_size,
+            self.counts,
+            decider=decider,
+            pool_counts=self.pool_counts,
+        )
+
+    def dynamic_records(self) -> list[DynamicRecord]:
+        """Every dynamic record being served."""
+        return [record for zone in self.zones for record in zone.dynamic.values()]
+
+    def checked(self, target: CheckTarget) -> bool:
+        """Whether ``target`` lies in ``dns.check_networks`` (others are served unchecked)."""
+        address = ipaddress.ip_address(target.address)
+        return any(address in network for network in self._check_networks)
+
+    def _health_changed(self, target: CheckTarget, serving: bool) -> None:
+        log.info(
+            "health check {target} now {state}",
+            target=str(target),
+            state="up" if serving else "down",
+        )
+        self.responder.health_changed()
 
     @property
     def zones(self) -> ZoneSet:
@@ -117,9 +162,24 @@ class ZoneService(service.Service):
         return warnings
 
     def _swap(
-        self, zones: ZoneSet, fingerprint: Any, trigger: str, warnings: list[Problem]
+        self,
+        zones: ZoneSet,
+        fingerprint: Any,
+        trigger: str,
+        warnings: list[Problem],
+        locator: GeoLocator | None = None,
     ) -> None:
+        if locator is not None:
+            self.locator = locator
         self.responder = self._responder(zones)
+        targets = {t for r in self.dynamic_records() for t in r.targets}
+        checked = {t for t in targets if self.checked(t)}
+        for target in sorted(targets - checked, key=str):
+            log.warn(
+                "not checking {target}: outside dns.check_networks, served as up",
+                target=str(target),
+            )
+        self.monitor.update(checked)
         self._fingerprint = fingerprint
         self.reloads["success"] += 1
         self._record(ReloadResult(time.time(), True, trigger, [str(w) for w in warnings]))
@@ -146,16 +206,17 @@ class ZoneService(service.Service):
         fingerprint = _fingerprint(self.paths)
         previous = dict(self.serials)
 
-        def build() -> tuple[ZoneSet, list[Problem]]:
-            return load_zones(self.paths, self.config.soa, previous)
+        def build() -> tuple[ZoneSet, list[Problem], GeoLocator]:
+            zones, warnings = load_zones(self.paths, self.config.soa, previous)
+            return zones, warnings, self._locator()  # a reload also rereads the GeoIP database
 
         reactor: IReactorThreads = self.reactor  # type: ignore[assignment]
-        d: defer.Deferred[tuple[ZoneSet, list[Problem]]] = threads.deferToThreadPool(
+        d: defer.Deferred[tuple[ZoneSet, list[Problem], GeoLocator]] = threads.deferToThreadPool(
             self.reactor, reactor.getThreadPool(), build
         )
 
-        def ok(result: tuple[ZoneSet, list[Problem]]) -> bool:
-            self._swap(result[0], fingerprint, trigger, result[1])
+        def ok(result: tuple[ZoneSet, list[Problem], GeoLocator]) -> bool:
+            self._swap(result[0], fingerprint, trigger, result[1], result[2])
             for warning in result[1]:
                 log.warn("zone warning: {w}", w=str(warning))
             return True

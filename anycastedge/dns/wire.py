@@ -18,11 +18,16 @@ import dns.name
 import dns.rdataclass
 import dns.rdatatype
 import dns.renderer
+import dns.rrset
+from dns.rdatatype import RdataType
 
-from anycastedge.dns.engine import FORMERR, NOTIMP, Answer, resolve
+from anycastedge.dns.engine import FORMERR, NOTIMP, Answer, Chooser, Undecided, resolve
 from anycastedge.dns.zone import RRset, ZoneSet
+from anycastedge.gslb.decider import Decider
+from anycastedge.gslb.model import DynamicRecord
 
 OPT_NSID = 3
+OPT_ECS = 8
 _OPT_HEADER = struct.Struct(
     "!BHHBBHH"
 )  # root name, type, class (payload), ext-rcode, version, flags, rdlen
@@ -47,6 +52,9 @@ _RCODE_LABELS = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "N
 
 MetricKey = tuple[str, str, str, str]  # zone, qtype, rcode, transport
 Counts = dict[MetricKey, int]
+PoolKey = tuple[str, str]  # dynamic record label, pool answered from
+PoolCounts = dict[PoolKey, int]
+Resolver = Callable[[ZoneSet, dns.name.Name, int, int, str, Chooser | None], Answer]
 
 
 class MalformedQuery(Exception):
@@ -64,6 +72,7 @@ class Query:
     version: int
     do: bool
     nsid: bool
+    ecs: bytes | None = None  # the EDNS Client Subnet option's data, validated
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +84,14 @@ class Entry:
     truncated: bytes  # TC=1, question only
     zone: str
     rcode: int
+
+
+@dataclass(slots=True)
+class Branch:
+    """A question whose answer depends on a dynamic record: one child per selection made there."""
+
+    record: DynamicRecord
+    children: dict[tuple[str, ...], Entry | Branch]
 
 
 def parse_query(data: bytes) -> Query:
@@ -123,7 +140,7 @@ def _skip_name(data: bytes, pos: int) -> int:
 
 def _parse_records(data: bytes, qend: int, key: bytes, count: int) -> Query:
     pos = qend + 4
-    opt: tuple[int, int, bool, bool] | None = None
+    opt: tuple[int, int, bool, bool, bytes | None] | None = None
     n = len(data)
     for _ in range(count):
         name_start = pos
@@ -140,6 +157,7 @@ def _parse_records(data: bytes, qend: int, key: bytes, count: int) -> Query:
         if opt is not None or data[name_start] != 0:
             raise MalformedQuery("more than one OPT, or OPT not at the root")
         nsid = False
+        ecs = None
         at = rdata
         while at < pos:
             if at + 4 > pos:
@@ -148,13 +166,40 @@ def _parse_records(data: bytes, qend: int, key: bytes, count: int) -> Query:
             at += 4 + length
             if at > pos:
                 raise MalformedQuery("EDNS option overruns OPT")
-            nsid = nsid or code == OPT_NSID
-        opt = (max(rrclass, 512), (ttl >> 16) & 0xFF, bool(ttl & 0x8000), nsid)
+            if code == OPT_NSID:
+                nsid = True
+            elif code == OPT_ECS:
+                if ecs is not None:
+                    raise MalformedQuery("more than one ECS option")
+                ecs = check_ecs(data[at - length : at])
+        opt = (max(rrclass, 512), (ttl >> 16) & 0xFF, bool(ttl & 0x8000), nsid, ecs)
     if pos != n:
         raise MalformedQuery("trailing bytes after the last record")
     if opt is None:
         return Query(qend, key, False, 512, 0, False, False)
-    return Query(qend, key, True, opt[0], opt[1], opt[2], opt[3])
+    return Query(qend, key, True, *opt)
+
+
+def check_ecs(option: bytes) -> bytes:
+    """RFC 7871 section 6: the option as sent, if well formed; FORMERR otherwise.
+
+    The address must use exactly the octets SOURCE PREFIX-LENGTH needs, with the bits past it
+    zero, so that equal client networks are equal bytes (the caches rely on it).
+    """
+    if len(option) < 4:
+        raise MalformedQuery("ECS option shorter than 4 octets")
+    family, source = (option[0] << 8) | option[1], option[2]
+    width = 32 if family == 1 else 128 if family == 2 else 0
+    if not width:
+        raise MalformedQuery(f"ECS family {family} unknown")
+    if source > width:
+        raise MalformedQuery("ECS source prefix longer than the address")
+    octets = (source + 7) // 8
+    if len(option) != 4 + octets:
+        raise MalformedQuery("ECS address length does not match the source prefix")
+    if source % 8 and option[-1] & (0xFF >> (source % 8)):
+        raise MalformedQuery("ECS address has bits set past the source prefix")
+    return option
 
 
 def _header(flags: int, ancount: int, nscount: int, arcount: int) -> bytes:
@@ -216,10 +261,17 @@ def render_entry(
 
 
 class Responder:
-    """Answers wire queries from one immutable ZoneSet; make a new one to serve new zones."""
+    """Answers wire queries from one immutable ZoneSet; make a new one to serve new zones.
 
-    __slots__ = ("zones", "pop", "max_udp", "nsid", "limit", "counts", "_exact", "_entries",
-                 "_resolve", "_tails")  # fmt: skip
+    Dynamic (GSLB) answers: the question's cached node is a Branch naming the dynamic record;
+    the Decider picks a selection for the client, and the Entry encoded for that selection is
+    cached under the branch, so a dynamic answer is a few dict lookups plus the ECS option.
+    Responses that every query of the same bytes (and, without ECS, the same source address)
+    would get again go into ``_fixed`` until health changes.
+    """
+
+    __slots__ = ("zones", "pop", "max_udp", "nsid", "limit", "counts", "pool_counts", "decider",
+                 "_exact", "_fixed", "_entries", "_resolve", "_tails", "_dynamic")  # fmt: skip
 
     def __init__(
         self,
@@ -229,7 +281,9 @@ class Responder:
         nsid: bool = True,
         cache_size: int = 100_000,
         counts: Counts | None = None,
-        resolver: Callable[[ZoneSet, dns.name.Name, int, int, str], Answer] = resolve,
+        resolver: Resolver = resolve,
+        decider: Decider | None = None,
+        pool_counts: PoolCounts | None = None,
     ) -> None:
         self.zones = zones
         self.pop = pop
@@ -237,18 +291,32 @@ class Responder:
         self.nsid = pop.encode()[:512] if nsid else b""
         self.limit = cache_size
         self.counts: Counts = counts if counts is not None else {}
+        self.pool_counts: PoolCounts = pool_counts if pool_counts is not None else {}
+        self.decider = decider
         self._exact: tuple[dict[bytes, tuple[bytes, MetricKey]], ...] = ({}, {})
-        self._entries: dict[bytes, Entry] = {}
+        self._fixed: tuple[dict[object, tuple[bytes, MetricKey, tuple[PoolKey, ...]]], ...] = (
+            {},
+            {},
+        )
+        self._entries: dict[bytes, Entry | Branch] = {}
         self._tails: NegativeTails = {}
         self._resolve = resolver
+        self._dynamic = decider is not None and any(zone.dynamic for zone in zones)
 
-    def respond(self, data: bytes, tcp: bool) -> bytes | None:
-        """The response to one query (None: send nothing)."""
+    def respond(self, data: bytes, tcp: bool, host: str = "") -> bytes | None:
+        """The response to one query from ``host`` (None: send nothing)."""
         exact = self._exact[tcp]
-        hit = exact.get(data[2:])
+        tail = data[2:]
+        hit = exact.get(tail)
         if hit is not None:
             self.counts[hit[1]] = self.counts.get(hit[1], 0) + 1
             return data[:2] + hit[0]
+        if self._dynamic:
+            fixed = self._fixed[tcp]
+            dynamic_hit = fixed.get(tail) or fixed.get((host, tail))
+            if dynamic_hit is not None:
+                self._count(dynamic_hit[1], dynamic_hit[2])
+                return data[:2] + dynamic_hit[0]
         if len(data) < 12 or data[2] & 0x80:
             return None  # no header to answer with, or a response: never reply to those
         opcode = (data[2] >> 3) & 0xF
@@ -258,12 +326,33 @@ class Responder:
             query = parse_query(data)
         except MalformedQuery:
             return self._error(data, FORMERR, tcp)
-        response, metric = self._build(data, query, tcp)
-        self.counts[metric] = self.counts.get(metric, 0) + 1
+        response, metric, pools, reusable = self._build(data, query, tcp, host)
+        self._count(metric, pools)
+        if not reusable:
+            return response
+        if pools:
+            key: object = tail if query.ecs is not None and query.ecs[2] else (host, tail)
+            store: dict[object, object] = self._fixed[tcp]  # type: ignore[assignment]
+            if len(store) >= self.limit:
+                store.clear()
+            store[key] = (response[2:], metric, pools)
+            return response
         if len(exact) >= self.limit:
             exact.clear()
-        exact[data[2:]] = (response[2:], metric)
+        exact[tail] = (response[2:], metric)
         return response
+
+    def _count(self, metric: MetricKey, pools: tuple[PoolKey, ...]) -> None:
+        self.counts[metric] = self.counts.get(metric, 0) + 1
+        for pool in pools:
+            self.pool_counts[pool] = self.pool_counts.get(pool, 0) + 1
+
+    def health_changed(self) -> None:
+        """Dynamic answers cached for the old health state are stale: drop them."""
+        for fixed in self._fixed:
+            fixed.clear()
+        if self.decider is not None:
+            self.decider.health_changed()
 
     def _error(self, data: bytes, rcode: int, tcp: bool) -> bytes:
         key = ("-", "-", _RCODE_LABELS[rcode], "tcp" if tcp else "udp")
@@ -272,28 +361,74 @@ class Responder:
         flags = 0x80 | (data[2] & 0x79)
         return data[:2] + bytes((flags, rcode)) + b"\0" * 8
 
-    def _entry(self, key: bytes) -> Entry:
-        entry = self._entries.get(key)
-        if entry is None:
-            qname = dns.name.from_wire(key, 0)[0]
-            qtype, qclass = struct.unpack_from("!HH", key, len(key) - 4)
-            answer = self._resolve(self.zones, qname, qtype, qclass, self.pop)
-            entry = render_entry(answer, key, qname, qtype, qclass, self._tails)
+    def _node(self, key: bytes, path: tuple[tuple[str, ...], ...]) -> Entry | Branch:
+        """Resolve ``key`` with the selections in ``path``; a Branch where one is still needed."""
+        qname = dns.name.from_wire(key, 0)[0]
+        qtype, qclass = struct.unpack_from("!HH", key, len(key) - 4)
+        picks = iter(path)
+
+        def choose(record: DynamicRecord) -> RRset:
+            selection = next(picks, None)
+            if selection is None:
+                raise Undecided(record)
+            rrset = dns.rrset.RRset(record.name, dns.rdataclass.IN, RdataType(record.rdtype))
+            rrset.update_ttl(record.ttl)
+            for value in selection:
+                rrset.add(record.rdata[value])
+            return rrset
+
+        chooser: Chooser | None = choose if self._dynamic else None
+        try:
+            answer = self._resolve(self.zones, qname, qtype, qclass, self.pop, chooser)
+        except Undecided as undecided:
+            return Branch(undecided.record, {})
+        return render_entry(answer, key, qname, qtype, qclass, self._tails)
+
+    def _entry(self, q: Query, host: str) -> tuple[Entry, int, tuple[PoolKey, ...], bool]:
+        """The Entry for this query, the ECS scope it holds for, the pools used, reusability."""
+        node = self._entries.get(q.key)
+        if node is None:
+            node = self._node(q.key, ())
             if len(self._entries) >= self.limit:
                 self._entries.clear()
-            self._entries[key] = entry
-        return entry
+            self._entries[q.key] = node
+        if type(node) is Entry:
+            return node, 0, (), True
+        assert self.decider is not None
+        scope = 0
+        reusable = True
+        pools: tuple[PoolKey, ...] = ()
+        path: tuple[tuple[str, ...], ...] = ()
+        while type(node) is Branch:
+            record = node.record
+            selection, pool, record_scope, fixed = self.decider.decide(record, q.ecs, host)
+            scope = max(scope, record_scope)
+            reusable = reusable and fixed
+            pools += ((record.label, pool),)
+            path += (selection,)
+            child = node.children.get(selection)
+            if child is None:
+                child = node.children[selection] = self._node(q.key, path)
+            node = child
+        assert type(node) is Entry
+        return node, scope, pools, reusable
 
-    def _build(self, data: bytes, q: Query, tcp: bool) -> tuple[bytes, MetricKey]:
+    def _build(
+        self, data: bytes, q: Query, tcp: bool, host: str
+    ) -> tuple[bytes, MetricKey, tuple[PoolKey, ...], bool]:
         transport = "tcp" if tcp else "udp"
         qtype = (data[q.qname_end] << 8) | data[q.qname_end + 1]
         qtype_label = _QTYPE_LABELS.get(qtype, "other")
         if q.edns and q.version > 0:
             header = bytes((0x80 | (data[2] & 0x79), 0)) + b"\0\1\0\0\0\0\0\1"
-            body = header + data[12 : q.qname_end + 4] + self._opt(_BADVERS, q.do, False)
-            return data[:2] + body, ("-", qtype_label, "BADVERS", transport)
-        entry = self._entry(q.key)
-        opt = self._opt(0, q.do, q.nsid) if q.edns else b""
+            body = header + data[12 : q.qname_end + 4] + self._opt(_BADVERS, q.do, False, None)
+            return data[:2] + body, ("-", qtype_label, "BADVERS", transport), (), True
+        entry, scope, pools, reusable = self._entry(q, host)
+        ecs = None
+        if q.ecs is not None:
+            # RFC 7871 7.2.1: FAMILY, SOURCE PREFIX-LENGTH and ADDRESS as sent, our SCOPE.
+            ecs = q.ecs[:3] + bytes((scope,)) + q.ecs[4:]
+        opt = self._opt(0, q.do, q.nsid, ecs) if q.edns else b""
         limit = _TCP_LIMIT if tcp else (min(q.payload, self.max_udp) if q.edns else 512)
         limit -= len(opt)
         wire = entry.full
@@ -312,12 +447,14 @@ class Responder:
             out[10:12] = _U16.pack(((out[10] << 8) | out[11]) + 1)
             out += opt
         metric = (entry.zone, qtype_label, _RCODE_LABELS.get(entry.rcode, "other"), transport)
-        return bytes(out), metric
+        return bytes(out), metric, pools, reusable
 
-    def _opt(self, ext_rcode: int, do: bool, nsid: bool) -> bytes:
+    def _opt(self, ext_rcode: int, do: bool, nsid: bool, ecs: bytes | None) -> bytes:
         options = b""
         if nsid and self.nsid:
             options = struct.pack("!HH", OPT_NSID, len(self.nsid)) + self.nsid
+        if ecs is not None:
+            options += struct.pack("!HH", OPT_ECS, len(ecs)) + ecs
         return (
             _OPT_HEADER.pack(
                 0,

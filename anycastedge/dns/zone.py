@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dns.name
 import dns.rdatatype
 import dns.rrset
+
+from anycastedge.gslb.model import DynamicRecord
 
 Name = dns.name.Name
 RRset = dns.rrset.RRset
@@ -28,6 +30,7 @@ class Zone:
     soa: RRset
     negative_soa: RRset  # the SOA with TTL min(TTL, MINIMUM), for negative answers
     digest: str  # hash of the content, the SOA serial excluded
+    dynamic: Mapping[tuple[Name, int], DynamicRecord] = field(default_factory=dict)
     source: str = ""
     loaded_at: float = 0.0
 

@@ -283,7 +283,14 @@ def test_udp_full_socket_buffer_drops_the_reply(responder: Responder) -> None:
 def test_udp_responder_exception_is_counted_not_raised(engine_zones: ZoneSet) -> None:
     """If answering raises, the error is counted and logged, nothing is sent, serving goes on."""
 
-    def broken(zones: ZoneSet, qname: dns.name.Name, qtype: int, qclass: int, pop: str) -> Answer:
+    def broken(
+        zones: ZoneSet,
+        qname: dns.name.Name,
+        qtype: int,
+        qclass: int,
+        pop: str,
+        choose: object = None,
+    ) -> Answer:
         raise RuntimeError("boom")
 
     source = Source(Responder(engine_zones, POP, resolver=broken))
@@ -436,7 +443,14 @@ def test_tcp_malformed_query_gets_formerr_and_the_connection_stays(responder: Re
 def test_tcp_responder_exception_closes_only_that_connection(engine_zones: ZoneSet) -> None:
     """If answering raises, the error is counted and that connection is closed."""
 
-    def broken(zones: ZoneSet, qname: dns.name.Name, qtype: int, qclass: int, pop: str) -> Answer:
+    def broken(
+        zones: ZoneSet,
+        qname: dns.name.Name,
+        qtype: int,
+        qclass: int,
+        pop: str,
+        choose: object = None,
+    ) -> Answer:
         raise RuntimeError("boom")
 
     factory, source, _ = stream_factory(Responder(engine_zones, POP, resolver=broken))

@@ -156,7 +156,14 @@ def test_repeated_queries_are_answered_from_cache_identically(
     """Repeats (new IDs, other case) resolve once and give the same bytes apart from ID/question."""
     calls: list[tuple[dns.name.Name, int]] = []
 
-    def counting(zones: ZoneSet, qname: dns.name.Name, qtype: int, qclass: int, pop: str) -> Answer:
+    def counting(
+        zones: ZoneSet,
+        qname: dns.name.Name,
+        qtype: int,
+        qclass: int,
+        pop: str,
+        choose: object = None,
+    ) -> Answer:
         calls.append((qname, qtype))
         return resolve(zones, qname, qtype, qclass, pop)
 

@@ -1,0 +1,1 @@
+"""GSLB: octoDNS dynamic records, client location and answer selection (pure, no I/O)."""

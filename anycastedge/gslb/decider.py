@@ -1,0 +1,83 @@
+"""Per-query GSLB decisions with the caches that keep them off the slow path.
+
+Three caches, all bounded: which pool a client network goes to (independent of health), what each
+pool can answer with (cleared when any health changes), and sticky answers (cleared likewise).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from anycastedge.gslb.geo import Client, GeoLocator, client_from_ecs, client_from_host
+from anycastedge.gslb.model import CheckTarget, DynamicRecord
+from anycastedge.gslb.select import Choice, draw, healthy, make_choice, match, sticky, sticky_key
+
+# selection, pool answered from, ECS scope, whether every query of this client gets it
+Decision = tuple[tuple[str, ...], str, int, bool]
+
+
+class Decider:
+    """Decides dynamic answers for clients, from a locator and a view of the health checks."""
+
+    __slots__ = ("locator", "serving", "limit", "_rnd", "_matches", "_choices", "_sticky")
+
+    def __init__(
+        self,
+        locator: GeoLocator,
+        serving: Callable[[CheckTarget], bool],
+        rnd: random.Random | None = None,
+        limit: int = 100_000,
+    ) -> None:
+        self.locator = locator
+        self.serving = serving
+        self.limit = limit
+        self._rnd = rnd or random.Random()
+        self._matches: dict[tuple[DynamicRecord, object], tuple[str, int, bytes]] = {}
+        self._choices: dict[tuple[DynamicRecord, str], Choice] = {}
+        self._sticky: dict[tuple[DynamicRecord, str, bytes], tuple[str, ...]] = {}
+
+    def decide(self, record: DynamicRecord, ecs: bytes | None, host: str) -> Decision:
+        """The answer for a query with ECS option data ``ecs`` (or None) from ``host``."""
+        # ECS with SOURCE PREFIX-LENGTH 0: the resolver asks us to use its own address.
+        key: object = ecs if ecs is not None and ecs[2] else host
+        matched = self._matches.get((record, key))
+        if matched is None:
+            matched = self._match(record, ecs, host)
+            if len(self._matches) >= self.limit:
+                self._matches.clear()
+            self._matches[(record, key)] = matched
+        pool, scope, client_key = matched
+        choice = self._choices.get((record, pool))
+        if choice is None:
+            answered, values = healthy(record, pool, self.serving)
+            choice = self._choices[(record, pool)] = make_choice(record, answered, values)
+        fixed = choice.fixed
+        if fixed is not None:
+            return fixed, choice.pool, scope, True
+        if not record.sticky:
+            return draw(choice, self._rnd), choice.pool, scope, False
+        selection = self._sticky.get((record, choice.pool, client_key))
+        if selection is None:
+            selection = sticky(choice, client_key)
+            if len(self._sticky) >= self.limit:
+                self._sticky.clear()
+            self._sticky[(record, choice.pool, client_key)] = selection
+        return selection, choice.pool, scope, True
+
+    def _match(self, record: DynamicRecord, ecs: bytes | None, host: str) -> tuple[str, int, bytes]:
+        client: Client = (
+            client_from_ecs(ecs) if ecs is not None and ecs[2] else client_from_host(host)
+        )
+        pool, scope = match(record, client, self.locator)
+        client_key = b""
+        if record.sticky:
+            client_key = sticky_key(record, client)
+            scope = max(scope, client_key[1])
+        source = ecs[2] if ecs is not None else client.prefix
+        return pool, min(scope, source), client_key
+
+    def health_changed(self) -> None:
+        """Forget what depended on health; the next queries see the new state."""
+        self._choices.clear()
+        self._sticky.clear()
