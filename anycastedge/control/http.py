@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from twisted.web import resource, server
 
 from anycastedge.config.pop import PopConfig
+from anycastedge.control.gslb import gslb_status
 from anycastedge.control.status import pop_status
 from anycastedge.dns.service import ZoneService
 
@@ -45,6 +46,7 @@ def status_document(config: PopConfig, zones: ZoneService) -> dict[str, Any]:
         if last is None
         else {"at": last.at, "ok": last.ok, "trigger": last.trigger, "problems": last.problems},
         "reloads": dict(zones.reloads),
+        "gslb": gslb_status(zones),
     }
 
 

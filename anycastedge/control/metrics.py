@@ -10,6 +10,7 @@ from prometheus_client.registry import Collector
 
 from anycastedge.bgp.decision import ANNOUNCED, DRAINING, WITHDRAWN
 from anycastedge.config.pop import PopConfig
+from anycastedge.control.gslb import GslbCollector
 from anycastedge.control.status import pop_status
 from anycastedge.dns.service import ZoneService
 from anycastedge.health.state import State
@@ -109,8 +110,9 @@ class BgpCollector(Collector):
 
 
 def make_registry(zones: ZoneService, config: PopConfig) -> CollectorRegistry:
-    """A registry of our own (no process-global state) with the DNS and BGP collectors."""
+    """A registry of our own (no process-global state) with the DNS, GSLB and BGP collectors."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(DnsCollector(zones))
+    registry.register(GslbCollector(zones))
     registry.register(BgpCollector(config))
     return registry

@@ -92,6 +92,7 @@ class ZoneService(service.MultiService):
         paths: Sequence[Path] | None = None,
         state_dir: Path | None = None,
     ) -> None:
+        super().__init__()
         self.pop = pop
         self.config = dns_config
         self.serial_file = state_dir / "serials.json" if state_dir is not None else None

@@ -209,14 +209,21 @@ def metric_value(text: str, name: str, **labels: str) -> float:
     return total
 
 
+LOOPBACK_NETWORKS = ["127.0.0.0/8", "::1/128"]
+
+
 def minimal_pop_yaml(
     directory: Path, pop: str = DEFAULT_POP, dns: Mapping[str, Any] | None = None
 ) -> Path:
-    """Write a minimal pop.yaml naming the POP (plus ``dns`` settings) and return its path."""
+    """Write a minimal pop.yaml naming the POP (plus ``dns`` settings) and return its path.
+
+    GSLB health checks are confined to loopback (``dns.check_networks``) unless ``dns`` says
+    otherwise: zones from elsewhere (octoDNS's own test zones) name values anywhere.
+    """
     lines = [f"pop: {json.dumps(pop)}", f"state_dir: {json.dumps(str(directory / 'state'))}"]
-    if dns:
-        lines.append("dns:")
-        lines += [f"  {key}: {json.dumps(value)}" for key, value in dns.items()]
+    settings = {"check_networks": LOOPBACK_NETWORKS, **(dns or {})}
+    lines.append("dns:")
+    lines += [f"  {key}: {json.dumps(value)}" for key, value in settings.items()]
     path = directory / "pop.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
