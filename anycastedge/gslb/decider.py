@@ -48,6 +48,8 @@ class Decider:
                 self._matches.clear()
             self._matches[(record, key)] = matched
         pool, scope, client_key = matched
+        if ecs is not None and scope > ecs[2]:
+            scope = ecs[2]  # never more specific than the client network we were told
         choice = self._choices.get((record, pool))
         if choice is None:
             answered, values = healthy(record, pool, self.serving)
@@ -74,8 +76,7 @@ class Decider:
         if record.sticky:
             client_key = sticky_key(record, client)
             scope = max(scope, client_key[1])
-        source = ecs[2] if ecs is not None else client.prefix
-        return pool, min(scope, source), client_key
+        return pool, scope, client_key
 
     def health_changed(self) -> None:
         """Forget what depended on health; the next queries see the new state."""
