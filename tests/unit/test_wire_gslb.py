@@ -1,0 +1,223 @@
+"""The Responder's dynamic path: ECS parsing and echo, branches, caches and their invalidation."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import dns.edns
+import dns.message
+import dns.rcode
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from anycastedge.config.pop import SoaConfig
+from anycastedge.config.zones import load_zones
+from anycastedge.dns.wire import Responder
+from anycastedge.gslb.decider import Decider
+from anycastedge.gslb.geo import GeoLocator
+from anycastedge.gslb.model import CheckTarget
+
+ZONE = """---
+'':
+  - type: NS
+    values: [ns1.dyn.test.]
+ns1:
+  type: A
+  value: 127.0.0.1
+plain:
+  type: A
+  value: 127.0.0.1
+www:
+  type: A
+  values: [127.0.0.99]
+  octodns:
+    healthcheck: {protocol: TCP, port: 9}
+  dynamic:
+    pools:
+      eu:
+        fallback: na
+        values: [{value: 127.0.0.11}]
+      na:
+        values: [{value: 127.0.0.21, status: up}, {value: 127.0.0.22, status: up, weight: 3}]
+    rules:
+      - geos: [EU]
+        pool: eu
+      - pool: na
+alias:
+  type: CNAME
+  value: www.dyn.test.
+  dynamic:
+    pools:
+      eu: {values: [{value: www.dyn.test., status: up}]}
+      na: {values: [{value: plain.dyn.test., status: up}]}
+    rules:
+      - geos: [EU]
+        pool: eu
+      - pool: na
+'*.wild':
+  type: A
+  values: [127.0.0.98]
+  dynamic:
+    pools:
+      eu: {values: [{value: 127.0.0.12, status: up}]}
+    rules:
+      - pool: eu
+"""
+
+EU = "192.0.2.0/24"
+NA = "198.51.100.0/24"
+
+
+class Checks:
+    """A switchable view of the checks, standing in for the monitor."""
+
+    def __init__(self) -> None:
+        self.down: set[str] = set()
+
+    def serving(self, target: CheckTarget) -> bool:
+        return target.address not in self.down
+
+
+@pytest.fixture
+def health() -> Checks:
+    return Checks()
+
+
+@pytest.fixture
+def responder(tmp_path: Path, health: Checks) -> Responder:
+    (tmp_path / "dyn.test.yaml").write_text(ZONE)
+    zones, _ = load_zones([tmp_path], SoaConfig())
+    locator = GeoLocator((("EU", ("192.0.2.0/24",)),))
+    return Responder(zones, "ams1", decider=Decider(locator, health.serving, random.Random(5)))
+
+
+def ask(
+    responder: Responder,
+    qname: str,
+    subnet: str | None = EU,
+    host: str = "127.0.0.1",
+    tcp: bool = False,
+    qid: int = 1,
+) -> dns.message.Message:
+    options = [dns.edns.ECSOption.from_text(subnet)] if subnet else []
+    query = dns.message.make_query(qname, "A", use_edns=0, options=options)
+    query.id = qid
+    wire = responder.respond(query.to_wire(), tcp, host)
+    assert wire is not None
+    return dns.message.from_wire(wire)
+
+
+def answer(reply: dns.message.Message) -> list[str]:
+    return [f"{rr.name} {rr.rdtype.name} {r}" for rr in reply.answer for r in rr]
+
+
+def ecs(reply: dns.message.Message) -> tuple[str, int, int] | None:
+    for option in reply.options:
+        if isinstance(option, dns.edns.ECSOption):
+            return option.address, option.srclen, option.scopelen
+    return None
+
+
+def test_health_change_invalidates_cached_dynamic_answers(
+    responder: Responder, health: Checks
+) -> None:
+    """A cached answer survives repeats, and is dropped by health_changed()."""
+    assert answer(ask(responder, "www.dyn.test.")) == ["www.dyn.test. A 127.0.0.11"]
+    health.down.add("127.0.0.11")
+    assert answer(ask(responder, "www.dyn.test.", qid=2)) == ["www.dyn.test. A 127.0.0.11"]
+    responder.health_changed()
+    reply = ask(responder, "www.dyn.test.", qid=3)
+    assert answer(reply)[0].split()[-1] in ("127.0.0.21", "127.0.0.22")
+    assert reply.id == 3 and ecs(reply) == ("192.0.2.0", 24, 24)
+
+
+def test_weighted_answers_are_drawn_per_query_not_cached(responder: Responder) -> None:
+    """A multi-value pool answering one value is a fresh draw each time (3:1 weights)."""
+    seen = [answer(ask(responder, "www.dyn.test.", NA, qid=i))[0] for i in range(400)]
+    heavy = sum(a.endswith("127.0.0.22") for a in seen)
+    assert 240 < heavy < 360
+    pools = responder.pool_counts
+    assert pools[("www.dyn.test. A", "na")] == 400
+
+
+def test_cached_answers_still_count_per_pool(responder: Responder) -> None:
+    """Answers served from the response cache are counted per pool like the first one."""
+    for qid in range(5):
+        ask(responder, "www.dyn.test.", qid=qid)
+    assert responder.pool_counts[("www.dyn.test. A", "eu")] == 5
+
+
+def test_dynamic_cname_then_dynamic_a(responder: Responder) -> None:
+    """A dynamic CNAME into a dynamic A decides both for the client; counts both pools."""
+    eu = ask(responder, "alias.dyn.test.")
+    assert answer(eu) == ["alias.dyn.test. CNAME www.dyn.test.", "www.dyn.test. A 127.0.0.11"]
+    na = ask(responder, "alias.dyn.test.", NA)
+    assert answer(na) == ["alias.dyn.test. CNAME plain.dyn.test.", "plain.dyn.test. A 127.0.0.1"]
+    assert responder.pool_counts[("alias.dyn.test. CNAME", "eu")] == 1
+    assert responder.pool_counts[("www.dyn.test. A", "eu")] == 1
+
+
+def test_dynamic_wildcard_answers_with_the_query_name(responder: Responder) -> None:
+    """A dynamic record at a wildcard synthesizes its pool's answer at the asked name."""
+    assert answer(ask(responder, "x.wild.dyn.test.")) == ["x.wild.dyn.test. A 127.0.0.12"]
+
+
+def test_without_ecs_answers_follow_the_source_address_and_are_cached_per_address(
+    responder: Responder,
+) -> None:
+    """The same bytes from two sources get the answer for each source."""
+    assert answer(ask(responder, "www.dyn.test.", None, host="192.0.2.7")) == [
+        "www.dyn.test. A 127.0.0.11"
+    ]
+    other = answer(ask(responder, "www.dyn.test.", None, host="198.51.100.7"))
+    assert other[0].split()[-1] in ("127.0.0.21", "127.0.0.22")
+    again = ask(responder, "www.dyn.test.", None, host="192.0.2.7")
+    assert answer(again) == ["www.dyn.test. A 127.0.0.11"] and ecs(again) is None
+
+
+def test_tcp_and_udp_dynamic_answers_agree(responder: Responder) -> None:
+    """The dynamic path works alike over both transports."""
+    udp = ask(responder, "www.dyn.test.", tcp=False)
+    tcp = ask(responder, "www.dyn.test.", tcp=True)
+    assert answer(udp) == answer(tcp) and ecs(udp) == ecs(tcp)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        bytes((0, 3, 0, 0)),  # unknown family
+        bytes((0, 1, 33, 0, 1, 2, 3, 4, 5)),  # prefix longer than IPv4
+        bytes((0, 1, 24, 0, 192, 0)),  # too few address octets
+        bytes((0, 1, 16, 0, 192, 0, 2)),  # too many
+        bytes((0, 1, 23, 0, 192, 0, 3)),  # a bit past the prefix
+        bytes((0, 1)),  # too short
+    ],
+)
+def test_malformed_ecs_is_formerr(responder: Responder, option: bytes) -> None:
+    """RFC 7871 section 6: malformed ECS options are rejected with FORMERR."""
+    query = dns.message.make_query(
+        "plain.dyn.test.", "A", use_edns=0, options=[dns.edns.GenericOption(8, option)]
+    )
+    reply = dns.message.from_wire(responder.respond(query.to_wire(), False, "127.0.0.1") or b"")
+    assert reply.rcode() == dns.rcode.FORMERR
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(option=st.binary(max_size=24), name=st.sampled_from(["www", "plain", "alias", "nx"]))
+def test_any_ecs_option_is_answered_or_rejected(
+    responder: Responder, option: bytes, name: str
+) -> None:
+    """Arbitrary ECS bytes never raise: a well-formed option is answered and echoed."""
+    query = dns.message.make_query(
+        f"{name}.dyn.test.", "A", use_edns=0, options=[dns.edns.GenericOption(8, option)]
+    )
+    wire = responder.respond(query.to_wire(), False, "127.0.0.1")
+    assert wire is not None
+    reply = dns.message.from_wire(wire)
+    if reply.rcode() != dns.rcode.FORMERR:
+        echoed = ecs(reply)
+        assert echoed is not None and echoed[2] <= echoed[1]
