@@ -262,12 +262,7 @@ def _read_pools(
             if value is None:
                 continue
             if value.status == OBEY:
-                address = addresses.get(value.value, value.value)
-                if rdtype == "CNAME":
-                    address = value.value.rstrip(".")
-                value = PoolValue(
-                    value.value, value.weight, value.status, CheckTarget(address, check)
-                )
+                value = _with_target(value, rdtype, check, addresses, _where(item, at), report)
             values.append(value)
         if len(raw_values) == 1 and isinstance(raw_values[0], dict):
             if raw_values[0].get("weight", 1) != 1:

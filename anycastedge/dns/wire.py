@@ -94,6 +94,21 @@ class Branch:
     children: dict[tuple[str, ...], Entry | Branch]
 
 
+Fixed = tuple[bytes, MetricKey, tuple["PoolKey", ...]]  # response after the ID, metric, pools
+
+
+@dataclass(slots=True)
+class Drawn:
+    """A query whose dynamic answer is drawn anew each time (weights, no stickiness).
+
+    The question is parsed once; each distinct path of selections is encoded once.
+    """
+
+    root: Branch
+    query: Query
+    answers: dict[tuple[tuple[str, ...], ...], Fixed]
+
+
 def parse_query(data: bytes) -> Query:
     """Parse header, question and OPT; raises MalformedQuery on anything a server must reject."""
     n = len(data)
@@ -265,13 +280,14 @@ class Responder:
 
     Dynamic (GSLB) answers: the question's cached node is a Branch naming the dynamic record;
     the Decider picks a selection for the client, and the Entry encoded for that selection is
-    cached under the branch, so a dynamic answer is a few dict lookups plus the ECS option.
-    Responses that every query of the same bytes (and, without ECS, the same source address)
-    would get again go into ``_fixed`` until health changes.
+    cached under the branch. ``_dynamic_hits`` then keys each query's bytes (and, without ECS, its
+    source address) to either the response, when every such query gets the same one until health
+    changes, or a Drawn, from which a weighted draw picks among responses encoded before.
     """
 
     __slots__ = ("zones", "pop", "max_udp", "nsid", "limit", "counts", "pool_counts", "decider",
-                 "_exact", "_fixed", "_entries", "_resolve", "_tails", "_dynamic")  # fmt: skip
+                 "_exact", "_dynamic_hits", "_entries", "_resolve", "_tails",
+                 "_dynamic")  # fmt: skip
 
     def __init__(
         self,
@@ -294,10 +310,7 @@ class Responder:
         self.pool_counts: PoolCounts = pool_counts if pool_counts is not None else {}
         self.decider = decider
         self._exact: tuple[dict[bytes, tuple[bytes, MetricKey]], ...] = ({}, {})
-        self._fixed: tuple[dict[object, tuple[bytes, MetricKey, tuple[PoolKey, ...]]], ...] = (
-            {},
-            {},
-        )
+        self._dynamic_hits: tuple[dict[object, Fixed | Drawn], ...] = ({}, {})
         self._entries: dict[bytes, Entry | Branch] = {}
         self._tails: NegativeTails = {}
         self._resolve = resolver
@@ -312,35 +325,52 @@ class Responder:
             self.counts[hit[1]] = self.counts.get(hit[1], 0) + 1
             return data[:2] + hit[0]
         if self._dynamic:
-            fixed = self._fixed[tcp]
-            dynamic_hit = fixed.get(tail) or fixed.get((host, tail))
-            if dynamic_hit is not None:
-                self._count(dynamic_hit[1], dynamic_hit[2])
-                return data[:2] + dynamic_hit[0]
+            hits = self._dynamic_hits[tcp]
+            dynamic = hits.get(tail) or hits.get((host, tail))
+            if dynamic is not None:
+                if type(dynamic) is Drawn:
+                    dynamic = self._draw(dynamic, data, tcp, host)
+                self._count(dynamic[1], dynamic[2])  # type: ignore[index]
+                return data[:2] + dynamic[0]  # type: ignore[index]
         if len(data) < 12 or data[2] & 0x80:
             return None  # no header to answer with, or a response: never reply to those
         opcode = (data[2] >> 3) & 0xF
         if opcode != 0:
             return self._error(data, NOTIMP, tcp)
         try:
-            query = parse_query(data)
+            q = parse_query(data)
         except MalformedQuery:
             return self._error(data, FORMERR, tcp)
-        response, metric, pools, reusable = self._build(data, query, tcp, host)
+        if q.edns and q.version > 0:
+            return self._badvers(data, q, tcp)
+        node = self._root(q.key)
+        if type(node) is Entry:
+            response, metric = self._render(data, q, tcp, node, 0)
+            self.counts[metric] = self.counts.get(metric, 0) + 1
+            if len(exact) >= self.limit:
+                exact.clear()
+            exact[tail] = (response[2:], metric)
+            return response
+        assert type(node) is Branch
+        entry, scope, pools, reusable, path = self._walk(node, q, host)
+        response, metric = self._render(data, q, tcp, entry, scope)
         self._count(metric, pools)
-        if not reusable:
-            return response
-        if pools:
-            key: object = tail if query.ecs is not None and query.ecs[2] else (host, tail)
-            store: dict[object, object] = self._fixed[tcp]  # type: ignore[assignment]
-            if len(store) >= self.limit:
-                store.clear()
-            store[key] = (response[2:], metric, pools)
-            return response
-        if len(exact) >= self.limit:
-            exact.clear()
-        exact[tail] = (response[2:], metric)
+        fixed = (response[2:], metric, pools)
+        hits = self._dynamic_hits[tcp]
+        if len(hits) >= self.limit:
+            hits.clear()
+        key: object = tail if q.ecs is not None and q.ecs[2] else (host, tail)
+        hits[key] = fixed if reusable else Drawn(node, q, {path: fixed})
         return response
+
+    def _draw(self, drawn: Drawn, data: bytes, tcp: bool, host: str) -> Fixed:
+        """A fresh decision for a query seen before, from responses encoded before if possible."""
+        entry, scope, pools, _, path = self._walk(drawn.root, drawn.query, host)
+        fixed = drawn.answers.get(path)
+        if fixed is None:
+            response, metric = self._render(data, drawn.query, tcp, entry, scope)
+            fixed = drawn.answers[path] = (response[2:], metric, pools)
+        return fixed
 
     def _count(self, metric: MetricKey, pools: tuple[PoolKey, ...]) -> None:
         self.counts[metric] = self.counts.get(metric, 0) + 1
@@ -349,8 +379,8 @@ class Responder:
 
     def health_changed(self) -> None:
         """Dynamic answers cached for the old health state are stale: drop them."""
-        for fixed in self._fixed:
-            fixed.clear()
+        for hits in self._dynamic_hits:
+            hits.clear()
         if self.decider is not None:
             self.decider.health_changed()
 
@@ -360,6 +390,15 @@ class Responder:
         # Header only: ID and opcode echoed, QR set, RD copied, no sections.
         flags = 0x80 | (data[2] & 0x79)
         return data[:2] + bytes((flags, rcode)) + b"\0" * 8
+
+    def _badvers(self, data: bytes, q: Query, tcp: bool) -> bytes:
+        qtype = (data[q.qname_end] << 8) | data[q.qname_end + 1]
+        key = ("-", _QTYPE_LABELS.get(qtype, "other"), "BADVERS", "tcp" if tcp else "udp")
+        self.counts[key] = self.counts.get(key, 0) + 1
+        header = bytes((0x80 | (data[2] & 0x79), 0)) + b"\0\1\0\0\0\0\0\1"
+        return (
+            data[:2] + header + data[12 : q.qname_end + 4] + self._opt(_BADVERS, q.do, False, None)
+        )
 
     def _node(self, key: bytes, path: tuple[tuple[str, ...], ...]) -> Entry | Branch:
         """Resolve ``key`` with the selections in ``path``; a Branch where one is still needed."""
@@ -384,46 +423,45 @@ class Responder:
             return Branch(undecided.record, {})
         return render_entry(answer, key, qname, qtype, qclass, self._tails)
 
-    def _entry(self, q: Query, host: str) -> tuple[Entry, int, tuple[PoolKey, ...], bool]:
-        """The Entry for this query, the ECS scope it holds for, the pools used, reusability."""
-        node = self._entries.get(q.key)
+    def _root(self, key: bytes) -> Entry | Branch:
+        node = self._entries.get(key)
         if node is None:
-            node = self._node(q.key, ())
+            node = self._node(key, ())
             if len(self._entries) >= self.limit:
                 self._entries.clear()
-            self._entries[q.key] = node
-        if type(node) is Entry:
-            return node, 0, (), True
+            self._entries[key] = node
+        return node
+
+    def _walk(
+        self, node: Branch, q: Query, host: str
+    ) -> tuple[Entry, int, tuple[PoolKey, ...], bool, tuple[tuple[str, ...], ...]]:
+        """Decide each dynamic record on the way: the Entry, the ECS scope it holds for, the
+        pools answered from, whether every such query gets it, and the selections made."""
         assert self.decider is not None
         scope = 0
         reusable = True
         pools: tuple[PoolKey, ...] = ()
         path: tuple[tuple[str, ...], ...] = ()
-        while type(node) is Branch:
-            record = node.record
+        current: Entry | Branch = node
+        while type(current) is Branch:
+            record = current.record
             selection, pool, record_scope, fixed = self.decider.decide(record, q.ecs, host)
-            scope = max(scope, record_scope)
+            if record_scope > scope:
+                scope = record_scope
             reusable = reusable and fixed
             pools += ((record.label, pool),)
             path += (selection,)
-            child = node.children.get(selection)
+            child = current.children.get(selection)
             if child is None:
-                child = node.children[selection] = self._node(q.key, path)
-            node = child
-        assert type(node) is Entry
-        return node, scope, pools, reusable
+                child = current.children[selection] = self._node(q.key, path)
+            current = child
+        assert type(current) is Entry
+        return current, scope, pools, reusable, path
 
-    def _build(
-        self, data: bytes, q: Query, tcp: bool, host: str
-    ) -> tuple[bytes, MetricKey, tuple[PoolKey, ...], bool]:
-        transport = "tcp" if tcp else "udp"
-        qtype = (data[q.qname_end] << 8) | data[q.qname_end + 1]
-        qtype_label = _QTYPE_LABELS.get(qtype, "other")
-        if q.edns and q.version > 0:
-            header = bytes((0x80 | (data[2] & 0x79), 0)) + b"\0\1\0\0\0\0\0\1"
-            body = header + data[12 : q.qname_end + 4] + self._opt(_BADVERS, q.do, False, None)
-            return data[:2] + body, ("-", qtype_label, "BADVERS", transport), (), True
-        entry, scope, pools, reusable = self._entry(q, host)
+    def _render(
+        self, data: bytes, q: Query, tcp: bool, entry: Entry, scope: int
+    ) -> tuple[bytes, MetricKey]:
+        """The Entry as the response to this query: ID, flags, case, OPT and ECS, size limit."""
         ecs = None
         if q.ecs is not None:
             # RFC 7871 7.2.1: FAMILY, SOURCE PREFIX-LENGTH and ADDRESS as sent, our SCOPE.
@@ -446,8 +484,14 @@ class Responder:
         if opt:
             out[10:12] = _U16.pack(((out[10] << 8) | out[11]) + 1)
             out += opt
-        metric = (entry.zone, qtype_label, _RCODE_LABELS.get(entry.rcode, "other"), transport)
-        return bytes(out), metric, pools, reusable
+        qtype = (data[q.qname_end] << 8) | data[q.qname_end + 1]
+        metric = (
+            entry.zone,
+            _QTYPE_LABELS.get(qtype, "other"),
+            _RCODE_LABELS.get(entry.rcode, "other"),
+            "tcp" if tcp else "udp",
+        )
+        return bytes(out), metric
 
     def _opt(self, ext_rcode: int, do: bool, nsid: bool, ecs: bytes | None) -> bytes:
         options = b""
