@@ -7,7 +7,7 @@ The reasons follow octoDNS's own wording (octodns/record/dynamic.py) so that an 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from dns.name import Name
@@ -52,7 +52,8 @@ def geo_code_problems(code: Any, prefix: str = "") -> list[str]:
     """octoDNS's reasons why ``code`` is not a geo code (``EU``, ``NA-US``, ``NA-US-CA``)."""
     if not isinstance(code, str):
         return [f'{prefix}invalid geo code "{code}"']
-    return [str(reason) for reason in GeoCodes.validate(code, prefix)]
+    reasons = GeoCodes.validate(code, prefix, validator_id="anycastedge")
+    return [getattr(reason, "reason", str(reason)) for reason in reasons]
 
 
 def read_dynamic(
@@ -89,12 +90,15 @@ def read_dynamic(
         report(problem.message, problem.location or where, problem.warning)
     rdata: dict[str, Rdata] = {r.to_text(): r for r in values}
     pools = _read_pools(dynamic.get("pools"), rdtype, here, report, rdata, check, addresses)
-    rules, used = _read_rules(dynamic.get("rules"), pools, here, report)
+    raw_pools = dynamic.get("pools")
+    defined = {str(name) for name in raw_pools} if isinstance(raw_pools, dict) else set()
+    rules_at = _key_where(dynamic, "rules", here)
+    rules, used = _read_rules(dynamic.get("rules"), defined, rules_at, report)
     fallbacks = {p.fallback for p in pools.values() if p.fallback}
     unused = set(pools) - used - fallbacks
-    if unused and rules:
+    if unused:
         names = '", "'.join(sorted(unused))
-        report(f'unused pools: "{names}"', here, False)
+        report(f'unused pools: "{names}"', _key_where(dynamic, "pools", here), False)
     if counter.errors:
         return None
     return DynamicRecord(
@@ -166,7 +170,7 @@ def _read_checks(
     interval = r.number("interval", default.interval, 0.1, 86400)
     timeout = r.number("timeout", default.timeout, 0.05, 3600)
     if timeout >= interval:
-        r.error("timeout", f"{timeout} must be shorter than the interval {interval}")
+        r.error("timeout", f"{timeout:g} must be shorter than the interval {interval:g}")
     check = HealthCheck(
         protocol=str(protocol),
         host=str(host or "") if protocol != "TCP" else "",
@@ -276,15 +280,16 @@ def _read_pools(
             str(name), tuple(values), None if fallback is None else str(fallback)
         )
     for name in pools:
-        chain = [name]
+        # As octoDNS words it: the chain up to (not repeating) the first pool seen again.
         nxt = pools[name].fallback
+        chain: list[str | None] = [name, nxt]
         while nxt is not None:
+            nxt = pools[nxt].fallback if nxt in pools else None
             if nxt in chain:
-                loop = " -> ".join(chain + [nxt])
+                loop = " -> ".join(str(c) for c in chain)
                 report(f"loop in pool fallbacks: {loop}", _key_where(data, name, where), False)
                 break
             chain.append(nxt)
-            nxt = pools[nxt].fallback if nxt in pools else None
     return pools
 
 
@@ -325,8 +330,16 @@ def _read_value(
         return None
     ok = True
     weight = item.get("weight", 1)
-    if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= 100:
-        report(f'invalid weight "{weight}" in pool "{pool}" value {number}', where, False)
+    try:
+        if isinstance(weight, bool):
+            raise ValueError(weight)
+        weight = int(weight)  # as octoDNS: "5" and 5.0 are 5
+    except (TypeError, ValueError):
+        weight = 0
+    if not 1 <= weight <= 100:
+        report(
+            f'invalid weight "{item.get("weight")}" in pool "{pool}" value {number}', where, False
+        )
         ok = False
     status = item.get("status", OBEY)
     if status not in STATUSES:
@@ -346,7 +359,7 @@ def _read_value(
 
 
 def _read_rules(
-    data: Any, pools: Mapping[str, Pool], where: Location, report: Report
+    data: Any, pools: Collection[str], where: Location, report: Report
 ) -> tuple[list[Rule], set[str]]:
     if data is None or data == []:
         report("missing rules", where, False)

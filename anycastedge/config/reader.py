@@ -80,7 +80,7 @@ class Reader:
         """A number within [low, high]."""
         value = self.get(key, float, float(default))
         if value is not None and not low <= value <= high:
-            self.error(key, f"{value} is outside {low}..{high}")
+            self.error(key, f"{value:g} is outside {low:g}..{high:g}")
             return default
         return default if value is None else value
 
