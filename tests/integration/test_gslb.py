@@ -209,8 +209,9 @@ def test_health_changes_move_answers_after_fall_and_rise(
 ) -> None:
     """eu goes down: after `fall` failed checks EU clients get the fallback; back after `rise`."""
     wait_answer(server, "192.0.2.0/25", "127.0.0.11", "eu healthy")
-    endpoints["eu"].status = 503
+    # Counted before the switch: every result after it can only be a later probe's.
     before = check_results(server, "127.0.0.11")
+    endpoints["eu"].status = 503
     wait_answer(server, "192.0.2.0/25", "127.0.0.12", "eu failing over to na")
     # fall is 2: the switch cannot come before two failed checks were recorded.
     assert check_results(server, "127.0.0.11") >= before + 2
@@ -223,8 +224,8 @@ def test_health_changes_move_answers_after_fall_and_rise(
         == 0
     )
 
-    endpoints["eu"].status = 200
     before = check_results(server, "127.0.0.11")
+    endpoints["eu"].status = 200
     wait_answer(server, "192.0.2.0/25", "127.0.0.11", "eu back")
     assert check_results(server, "127.0.0.11") >= before + 2  # rise is 2
 
