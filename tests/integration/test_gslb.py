@@ -209,6 +209,8 @@ def test_health_changes_move_answers_after_fall_and_rise(
 ) -> None:
     """eu goes down: after `fall` failed checks EU clients get the fallback; back after `rise`."""
     wait_answer(server, "192.0.2.0/25", "127.0.0.11", "eu healthy")
+    # The first result decides at once (docs/gslb.md); rise and fall count from there.
+    wait_for(lambda: check_results(server, "127.0.0.11") > 0, 20, "eu's first check")
     # Counted before the switch: every result after it can only be a later probe's.
     before = check_results(server, "127.0.0.11")
     endpoints["eu"].status = 503
