@@ -104,10 +104,16 @@ def cpu_seconds(pid: int) -> float:
     return total / CLK_TCK
 
 
-def dnsperf(port: int, qfile: Path, seconds: int, args: argparse.Namespace) -> dict[str, str]:
-    lines = max(1, sum(1 for _ in qfile.open()))
-    runs = max(1, math.ceil(MAX_QPS_BOUND * seconds / lines))
+def dnsperf(
+    port: int, qfile: Path, seconds: int, args: argparse.Namespace, messages: int = 0
+) -> dict[str, str]:
+    """dnsperf bounded by -l and -n; ``messages`` > 0: ``qfile`` holds that many wire messages
+    (``dnsperf -B``), else one ``name TYPE`` per line."""
+    entries = messages or max(1, sum(1 for _ in qfile.open()))
+    runs = max(1, math.ceil(MAX_QPS_BOUND * seconds / entries))
     cmd = ["taskset", "-c", str(LOAD_CPU), "dnsperf", "-s", HOST, "-p", str(port)]
+    if messages:
+        cmd.append("-B")
     cmd += ["-d", str(qfile), "-l", str(seconds), "-n", str(runs)]
     cmd += ["-c", str(args.clients), "-q", str(args.outstanding), "-t", "2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
@@ -118,14 +124,17 @@ def dnsperf(port: int, qfile: Path, seconds: int, args: argparse.Namespace) -> d
 
 
 def measure(
-    label: str, pid: int, port: int, qfile: Path, args: argparse.Namespace
+    label: str, pid: int, port: int, qfile: Path, args: argparse.Namespace, messages: int = 0
 ) -> dict[str, Any]:
+    """A warm-up run, then a timed one: qps, and the server's CPU per answered query."""
     if args.warmup > 0:
-        dnsperf(port, qfile, args.warmup, args)
+        dnsperf(port, qfile, args.warmup, args, messages)
     before = cpu_seconds(pid)
-    stats = dnsperf(port, qfile, args.seconds, args)
+    stats = dnsperf(port, qfile, args.seconds, args, messages)
     cpu = cpu_seconds(pid) - before
     completed = int(stats["Queries completed"].split()[0])
+    if completed == 0:
+        raise RuntimeError(f"{label}: no query answered (dnsperf: {stats})")
     return {
         "server": label,
         "qps": float(stats["Queries per second"]),
@@ -138,11 +147,15 @@ def measure(
 
 
 @contextlib.contextmanager
-def anycastedge(zones_dir: Path, zone: str, log: Path) -> Iterator[tuple[int, int]]:
+def anycastedge(
+    zones_dir: Path, zone: str, log: Path, config: Path | None = None
+) -> Iterator[tuple[int, int]]:
     """`anycastedge serve` pinned to SERVER_CPU, logging to ``log``; yields (pid, port)."""
     port, cport = free_port(), free_port()
     cmd = ["taskset", "-c", str(SERVER_CPU), sys.executable, "-m", "anycastedge", "serve"]
     cmd += ["--zones", str(zones_dir), "--listen", f"{HOST}:{port}", "--control", f"{HOST}:{cport}"]
+    if config is not None:
+        cmd += ["-c", str(config)]
     env = {k: v for k, v in os.environ.items() if k != "ANYCASTEDGE_CONFIG"}
     with log.open("wb") as out:
         proc = subprocess.Popen(

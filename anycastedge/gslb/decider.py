@@ -33,7 +33,8 @@ class Decider:
         self.serving = serving
         self.limit = limit
         self._rnd = rnd or random.Random()
-        self._matches: dict[tuple[DynamicRecord, object], tuple[str, int, bytes]] = {}
+        # pool, scope of the rules, scope with the sticky prefix, sticky key
+        self._matches: dict[tuple[DynamicRecord, object], tuple[str, int, int, bytes]] = {}
         self._choices: dict[tuple[DynamicRecord, str], Choice] = {}
         self._sticky: dict[tuple[DynamicRecord, str, bytes], tuple[str, ...]] = {}
 
@@ -47,14 +48,16 @@ class Decider:
             if len(self._matches) >= self.limit:
                 self._matches.clear()
             self._matches[(record, key)] = matched
-        pool, scope, client_key = matched
-        if ecs is not None and scope > ecs[2]:
-            scope = ecs[2]  # never more specific than the client network we were told
+        pool, scope, sticky_scope, client_key = matched
         choice = self._choices.get((record, pool))
         if choice is None:
             answered, values = healthy(record, pool, self.serving)
             choice = self._choices[(record, pool)] = make_choice(record, answered, values)
         fixed = choice.fixed
+        if fixed is None and record.sticky:
+            scope = sticky_scope  # the answer now depends on the client network too
+        if ecs is not None and scope > ecs[2]:
+            scope = ecs[2]  # never more specific than the client network we were told
         if fixed is not None:
             return fixed, choice.pool, scope, True
         if not record.sticky:
@@ -67,16 +70,17 @@ class Decider:
             self._sticky[(record, choice.pool, client_key)] = selection
         return selection, choice.pool, scope, True
 
-    def _match(self, record: DynamicRecord, ecs: bytes | None, host: str) -> tuple[str, int, bytes]:
+    def _match(
+        self, record: DynamicRecord, ecs: bytes | None, host: str
+    ) -> tuple[str, int, int, bytes]:
         client: Client = (
             client_from_ecs(ecs) if ecs is not None and ecs[2] else client_from_host(host)
         )
         pool, scope = match(record, client, self.locator)
-        client_key = b""
-        if record.sticky:
-            client_key = sticky_key(record, client)
-            scope = max(scope, client_key[1])
-        return pool, scope, client_key
+        if not record.sticky:
+            return pool, scope, scope, b""
+        client_key = sticky_key(record, client)
+        return pool, scope, max(scope, client_key[1]), client_key
 
     def health_changed(self) -> None:
         """Forget what depended on health; the next queries see the new state."""

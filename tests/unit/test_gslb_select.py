@@ -330,3 +330,13 @@ def test_non_sticky_weighted_answers_are_not_reusable() -> None:
     sticky_record = record(GEO_RECORD.pools, GEO_RECORD.rules, is_sticky=True)
     selection, pool, scope, fixed = decider.decide(sticky_record, ecs, "x")
     assert fixed and pool == "na" and scope == 24  # the sticky /24 is part of the scope
+
+
+def test_sticky_prefix_widens_the_scope_only_when_there_is_a_choice() -> None:
+    """Sticky answers hold per sticky network, but a one-value pool does not depend on it."""
+    sticky_record = record(GEO_RECORD.pools, GEO_RECORD.rules, is_sticky=True)
+    decider = Decider(LOCATOR, lambda t: True, random.Random(1))
+    na = bytes((0, 1, 28, 0, 10, 0, 0, 16))  # 10.0.0.16/28: pool na, two values, rules say /1
+    assert decider.decide(sticky_record, na, "x")[1:] == ("na", 24, True)
+    ca = bytes((0, 2, 64, 0)) + bytes.fromhex("20010db800ca0000")  # in NA-US-CA's /48: one value
+    assert decider.decide(sticky_record, ca, "x")[1:] == ("ca", 48, True)
