@@ -119,9 +119,9 @@ class ZoneService(service.MultiService):
         geo = self.config.geo
         return GeoLocator(geo.networks, geo.mmdb)
 
-    def _responder(self, zones: ZoneSet, locator: GeoLocator | None = None) -> Responder:
+    def _responder(self, zones: ZoneSet) -> Responder:
         c = self.config
-        decider = Decider(locator or self.locator, self.monitor.serving, limit=c.cache_size or 1)
+        decider = Decider(self.locator, self.monitor.serving, limit=c.cache_size or 1)
         return Responder(
             zones,
             self.pop,
@@ -143,12 +143,7 @@ class ZoneService(service.MultiService):
         return any(address in network for network in self._check_networks)
 
     def _health_changed(self, target: CheckTarget, serving: bool) -> None:
-        log.info(
-            "health check {target} now {state}",
-            target=str(target),
-            state="up" if serving else "down",
-        )
-        self.responder.health_changed()
+        self.responder.health_changed()  # the monitor has logged the change
 
     @property
     def zones(self) -> ZoneSet:

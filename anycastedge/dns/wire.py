@@ -94,7 +94,7 @@ class Branch:
     children: dict[tuple[str, ...], Entry | Branch]
 
 
-Fixed = tuple[bytes, MetricKey, tuple["PoolKey", ...]]  # response after the ID, metric, pools
+Fixed = tuple[bytes, MetricKey, tuple[PoolKey, ...]]  # response after the ID, metric, pools
 
 
 @dataclass(slots=True)

@@ -89,9 +89,11 @@ class GeoLocator:
             return found, scope
         if self._reader is None:
             return (), scope
-        ip = ipaddress.ip_address(client.address) if client.version == 4 else None
-        if ip is None:
-            ip = ipaddress.IPv6Address(client.address)
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = (
+            ipaddress.IPv4Address(client.address)
+            if client.version == 4
+            else ipaddress.IPv6Address(client.address)
+        )
         record, length = self._reader.get_with_prefix_len(ip)
         return _codes(record), max(scope, length)
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 import email.message
 import socket
 import time
+import urllib.parse
 from dataclasses import dataclass
 
 import dns.message
 import dns.rcode
-import requests
 import urllib3.exceptions
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from anycastedge.config.bgp import Check
 from anycastedge.config.reader import parse_hostport
-from anycastedge.gslb.model import CheckTarget
+from anycastedge.gslb.model import CheckTarget, HealthCheck
 
 BODY_LIMIT = 64 * 1024  # how much of a response body a GSLB check reads, at most
 USER_AGENT = "anycastedge-health"
@@ -66,18 +66,26 @@ def _dns(check: Check, timeout: float) -> tuple[bool, str]:
 
 
 def _http(check: Check, timeout: float) -> tuple[bool, str]:
-    response = requests.get(check.target, timeout=timeout, allow_redirects=False)
-    if response.status_code not in check.expect_status:
-        return False, f"status {response.status_code}"
-    if check.body is not None and check.body not in response.text:
-        return False, f"status {response.status_code}, body lacks {check.body!r}"
-    return True, f"status {response.status_code}"
+    """The hook's URL check, run by the same HTTP probe as the GSLB checks."""
+    url = urllib.parse.urlsplit(check.target)
+    scheme = url.scheme.upper()
+    if scheme not in ("HTTP", "HTTPS") or not url.hostname:
+        raise ValueError(f"not an http(s) URL: {check.target}")
+    path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+    how = HealthCheck(
+        protocol=scheme,
+        path=path,
+        port=url.port or (443 if scheme == "HTTPS" else 80),
+        timeout=timeout,
+        expect_status=frozenset(check.expect_status),
+        body=check.body,
+    )
+    return _http_target(CheckTarget(url.hostname, how), time.monotonic() + timeout)
 
 
 def _tcp(check: Check, timeout: float) -> tuple[bool, str]:
     host, port = parse_hostport(check.target)
-    with socket.create_connection((host, port), timeout=timeout):
-        return True, "connected"
+    return _tcp_connect(host, port, timeout)
 
 
 _PROBES = {"dns": _dns, "http": _http, "tcp": _tcp}
