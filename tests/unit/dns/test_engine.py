@@ -18,7 +18,7 @@ from anycastedge.dns.zone import RRset, Zone, ZoneSet
 
 POP = "ams1"
 ORIGIN = dns.name.from_text("engine.test.")
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "zones" / "engine.test.yaml"
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "zones" / "engine.test.yaml"
 
 # The synthesized SOA of the fixture zone (default timers), {serial} filled in per test run.
 _SOA_RDATA = "ns1.engine.test. hostmaster.engine.test. {serial} 7200 3600 1209600 300"

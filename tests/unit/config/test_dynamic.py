@@ -41,7 +41,7 @@ from anycastedge.gslb.model import (
     StickyPrefix,
 )
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "dynamic"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "dynamic"
 DOCS_ZONE = FIXTURES / "unit.tests.yaml"
 INTEROP = Path(__file__).resolve().parents[3] / "shared" / "interop" / "unit.tests.yaml"
 ZONE_FILE = "unit.tests.yaml"
