@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-DEBS   := bird2 bind9-dnsutils dnsperf nsd iproute2 procps
+DEBS   := bird2 bind9-dnsutils dnsperf nsd iproute2 procps prometheus
 APT_STAMP := $(VENV)/.debs
 
 .PHONY: run test lint unit integration bench venv debs clean
@@ -35,7 +35,10 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check anycastedge tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
+# Bytecode caches go to the venv too: the suite checks that it leaves the working tree as found.
+test: export PYTHONPYCACHEPREFIX := $(CURDIR)/$(VENV)/pycache
 test: $(STAMP) $(APT_STAMP) lint
 	$(BIN)/pytest -q
 

@@ -1,39 +1,157 @@
-"""Assembles one MultiService from a validated PopConfig and an injected reactor."""
+"""The one wiring module: assembles everything ``serve`` runs from a validated PopConfig.
+
+Parts never build each other: the zone service is handed a build function, the GSLB decider a
+view of the health monitor, the control endpoint a read-only view of the server.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import maxminddb
 from twisted.application import internet, service
+from twisted.logger import Logger
 
-from anycastedge.config.pop import PopConfig
+from anycastedge.config.pop import DnsConfig, PopConfig
+from anycastedge.config.zones import load_zones, zone_files
 from anycastedge.control.http import control_site
 from anycastedge.control.metrics import make_registry
+from anycastedge.control.view import ServerView
+from anycastedge.dns.counters import DnsCounters
 from anycastedge.dns.server import DnsDatagramProtocol, DnsStreamFactory
-from anycastedge.dns.service import ZoneService
+from anycastedge.dns.service import Built, Serials, ZoneService
+from anycastedge.dns.wire import Responder
+from anycastedge.errors import Problem
+from anycastedge.gslb.decider import Decider
+from anycastedge.gslb.geo import GeoLocator
+from anycastedge.gslb.model import DynamicRecord
+from anycastedge.gslb.select import every_pool_down
+from anycastedge.health.check import CheckTarget
+from anycastedge.health.monitor import HealthMonitor
+
+log = Logger()
 
 
-def build_dns(config: PopConfig, reactor: Any) -> tuple[service.MultiService, ZoneService]:
-    """The DNS part: the zone service plus a UDP and a TCP server per listen address."""
+def zone_fingerprint(paths: list[Path]) -> Hashable:
+    """The zone files that exist, with mtime and size: other files in the directory never count."""
+    out = []
+    for path in zone_files(paths):
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        out.append((str(path), st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+@dataclass(slots=True)
+class Gslb:
+    """The GSLB parts of one server: the health monitor and what it is told to check."""
+
+    monitor: HealthMonitor
+    check_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    records: list[DynamicRecord] = field(default_factory=list)
+    all_down: set[str] = field(default_factory=set)  # labels of records with every pool down
+
+    def probed(self, target: CheckTarget) -> bool:
+        """Whether ``target`` lies in ``dns.check_networks`` (others are served unchecked)."""
+        address = ipaddress.ip_address(target.address)
+        return any(address in network for network in self.check_networks)
+
+    def serve(self, records: list[DynamicRecord]) -> None:
+        """Check what ``records`` need from now on."""
+        self.records = records
+        targets = {t for r in records for t in r.targets}
+        checked = {t for t in targets if self.probed(t)}
+        for target in sorted(targets - checked, key=str):
+            log.warn(
+                "not checking {target}: outside dns.check_networks, served as up",
+                target=str(target),
+            )
+        self.monitor.update(checked)
+        self.review()
+
+    def review(self) -> None:
+        """Warn once when a record starts answering its own values because every pool is down."""
+        now = {r.label for r in self.records if every_pool_down(r, self.monitor.serving)}
+        for label in sorted(now - self.all_down):
+            log.warn(
+                "{record}: every pool is down, answering the record's own values", record=label
+            )
+        for label in sorted(self.all_down - now):
+            log.info("{record}: a pool is up again", record=label)
+        self.all_down = now
+
+
+def _builder(config: PopConfig, counters: DnsCounters, gslb: Gslb) -> Any:
+    dns = config.dns
+
+    def build(serials: Serials) -> Built:
+        zones, warnings = load_zones([dns.zones], dns.soa, serials)
+        # A reload rereads the GeoIP database too; the reader is closed by garbage collection
+        # once no Responder uses it.
+        mmdb = dns.geo.mmdb
+        database = maxminddb.open_database(str(mmdb)) if mmdb is not None else None
+        locator = GeoLocator(dns.geo.networks, database)
+        decider = Decider(locator, gslb.monitor.serving, limit=dns.cache_size or 1)
+        responder = Responder(
+            zones, config.pop, dns.max_udp_size, dns.nsid, dns.cache_size, counters, decider=decider
+        )
+        return Built(responder, tuple(warnings))
+
+    return build
+
+
+@dataclass(frozen=True, slots=True)
+class App:
+    """What ``serve`` runs, and what loading the zones warned about."""
+
+    service: service.MultiService
+    zones: ZoneService
+    warnings: tuple[Problem, ...]
+
+
+def build_app(config: PopConfig, reactor: Any) -> App:
+    """Everything ``anycastedge serve`` runs, zones loaded; raises ConfigError if they are not."""
+    dns: DnsConfig = config.dns
     top = service.MultiService()
-    zones = ZoneService(config.pop, config.dns, reactor, state_dir=config.state_dir)
-    zones.setServiceParent(top)
-    stream = DnsStreamFactory(
-        zones, reactor, config.dns.tcp_idle_timeout, config.dns.tcp_max_connections
+    counters = DnsCounters()
+    zones: ZoneService
+
+    def health_changed(target: CheckTarget, serving: bool) -> None:
+        zones.responder.health_changed()  # the monitor has logged the change
+        gslb.review()
+
+    gslb = Gslb(
+        HealthMonitor(reactor, on_change=health_changed),
+        tuple(ipaddress.ip_network(n) for n in dns.check_networks),
     )
-    for host, port in config.dns.listen:
+    zones = ZoneService(
+        _builder(config, counters, gslb),
+        lambda: zone_fingerprint([dns.zones]),
+        reactor,
+        dns.watch_interval,
+        config.state_dir,
+        on_swap=lambda built: gslb.serve(
+            [r for zone in built.responder.zones for r in zone.dynamic.values()]
+        ),
+    )
+    warnings = zones.load()  # raises ConfigError: a server never starts without its zones
+    gslb.monitor.setServiceParent(top)
+    zones.setServiceParent(top)
+    stream = DnsStreamFactory(zones, reactor, dns.tcp_idle_timeout, dns.tcp_max_connections)
+    for host, port in dns.listen:
         udp = internet.UDPServer(port, DnsDatagramProtocol(zones), interface=host, reactor=reactor)
         udp.setServiceParent(top)
         tcp = internet.TCPServer(port, stream, interface=host, backlog=1024, reactor=reactor)
         tcp.setServiceParent(top)
-    return top, zones
-
-
-def build_app(config: PopConfig, reactor: Any) -> tuple[service.MultiService, ZoneService]:
-    """Everything ``anycastedge serve`` runs; zones must still be loaded before starting."""
-    top, zones = build_dns(config, reactor)
     if config.control.listen is not None:
+        view = ServerView(config, zones, counters, gslb.monitor, gslb.probed, zones.reload)
         host, port = config.control.listen
-        site = control_site(config, zones, make_registry(zones, config))
+        site = control_site(view, make_registry(view))
         internet.TCPServer(port, site, interface=host, reactor=reactor).setServiceParent(top)
-    return top, zones
+    return App(top, zones, warnings)

@@ -80,9 +80,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from anycastedge.app import build_app
 
     config = _load_config(args)
-    top, zones = build_app(config, reactor)
-    warnings = zones.load()
-    _print_problems(warnings)
+    app = build_app(config, reactor)
+    _print_problems(app.warnings)
+    top, zones = app.service, app.zones
 
     def on_hup(signum: int, frame: Any) -> None:
         reactor.callFromThread(zones.reload, "SIGHUP")  # type: ignore[attr-defined]
@@ -95,10 +95,47 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)  # type: ignore[attr-defined]
     listen = " ".join(f"{h}:{p}" for h, p in config.dns.listen)
-    print(f"anycastedge {config.pop}: DNS on {listen} (udp+tcp)", file=sys.stderr, flush=True)
+    control = config.control.listen
+    where = f", control on {control[0]}:{control[1]}" if control else ""
+    print(
+        f"anycastedge {config.pop} (pid {os.getpid()}): DNS on {listen} (udp+tcp){where}",
+        file=sys.stderr,
+        flush=True,
+    )
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     reactor.run()  # type: ignore[attr-defined]
     return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Ask a running serve to reload its zones (POST /reload); print the outcome."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    config = _load_config(args)
+    if config.control.listen is None:
+        print("control.listen is off: send SIGHUP to serve (its PID is in its first log line)",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    host, port = config.control.listen
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}/reload"
+    request = urllib.request.Request(url, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as response:
+            body = json.load(response)
+    except urllib.error.HTTPError as exc:
+        body = json.load(exc)
+    except (OSError, ValueError) as exc:
+        print(f"cannot reach serve at {url}: {exc}", file=sys.stderr)
+        return 1
+    if body.get("ok"):
+        print("reloaded")
+        return 0
+    print("reload rejected, the previous zones keep serving:", file=sys.stderr)
+    for problem in body.get("problems", []):
+        print(f"- {problem}", file=sys.stderr)
+    return 1
 
 
 def cmd_zone_check(args: argparse.Namespace) -> int:
@@ -123,11 +160,15 @@ def cmd_zone_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pop_config(args: argparse.Namespace) -> PopConfig:
+def _pop_config_path(args: argparse.Namespace) -> Path:
     path = _config_path(args.config)
     if path is None:
         raise ConfigError([Problem("no pop.yaml: pass -c, or set $ANYCASTEDGE_CONFIG")])
-    return load_pop(path)
+    return path
+
+
+def _pop_config(args: argparse.Namespace) -> PopConfig:
+    return load_pop(_pop_config_path(args))
 
 
 def cmd_bgp_render(args: argparse.Namespace) -> int:
@@ -149,15 +190,15 @@ def cmd_bgp_render(args: argparse.Namespace) -> int:
 
 def cmd_bgp_hook(args: argparse.Namespace) -> int:
     """Run as ExaBGP's API process."""
+    from anycastedge.bgp.hook import ConfigFile
     from anycastedge.bgp.hook import main as hook_main
 
     try:
-        config = _pop_config(args)
-    except ConfigError as exc:
+        return hook_main(ConfigFile(_pop_config_path(args)), sys.stdin, sys.stdout)
+    except (ConfigError, OSError) as exc:
         # Exit at once: ExaBGP gives up after five quick deaths and takes the session down.
-        _print_problems(exc.problems)
+        _print_problems(exc.problems if isinstance(exc, ConfigError) else [Problem(str(exc))])
         return 2
-    return hook_main(config, sys.stdin, sys.stdout)
 
 
 def cmd_pop_withdraw(args: argparse.Namespace) -> int:
@@ -165,8 +206,7 @@ def cmd_pop_withdraw(args: argparse.Namespace) -> int:
     import getpass
     import time
 
-    from anycastedge.bgp.decision import Maintenance
-    from anycastedge.control.maintenance import set_maintenance
+    from anycastedge.statedir.maintenance import Maintenance, set_maintenance
 
     config = _pop_config(args)
     drain = config.bgp.drain_seconds if args.drain is None else args.drain
@@ -178,7 +218,7 @@ def cmd_pop_withdraw(args: argparse.Namespace) -> int:
 
 def cmd_pop_announce(args: argparse.Namespace) -> int:
     """Take the POP out of maintenance; the hook announces again while healthy."""
-    from anycastedge.control.maintenance import clear_maintenance
+    from anycastedge.statedir.maintenance import clear_maintenance
 
     config = _pop_config(args)
     was = clear_maintenance(config.state_dir)
@@ -190,15 +230,14 @@ def cmd_pop_status(args: argparse.Namespace) -> int:
     """Show maintenance, what the hook told ExaBGP, and the checks. Exit codes in docs/bgp.md."""
     import json
 
-    from anycastedge.control.status import pop_status, render_pop_status
+    from anycastedge.control.status import pop_status, render_pop_status, status_json
 
-    config = _pop_config(args)
-    status = pop_status(config)
+    status = pop_status(_pop_config(args))
     if args.json:
-        print(json.dumps(status, indent=2, sort_keys=True))
+        print(json.dumps(status_json(status), indent=2, sort_keys=True))
     else:
         print(render_pop_status(status))
-    return int(status["exit_code"])
+    return status.exit_code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--control", type=_loopback_hostport, metavar="HOST:PORT",
                        help="control endpoint (/metrics, /status, /healthz)")  # fmt: skip
     serve.set_defaults(func=cmd_serve)
+
+    reload = sub.add_parser("reload", help="reload a running serve's zones, print the outcome")
+    reload.add_argument("-c", "--config", help="the pop.yaml serve runs with (its control.listen)")
+    reload.add_argument("--control", type=_loopback_hostport, metavar="HOST:PORT",
+                        help="serve's control endpoint, if not the config's")  # fmt: skip
+    reload.add_argument("--timeout", type=float, default=120.0, help="seconds to wait")
+    reload.set_defaults(func=cmd_reload, zones=None, listen=None)
 
     zone = sub.add_parser("zone", help="zone file tools").add_subparsers(
         dest="zone_cmd", required=True

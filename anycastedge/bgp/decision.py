@@ -5,18 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from anycastedge.config.bgp import BgpConfig, RouteAttributes
+from anycastedge.statedir.maintenance import Maintenance
 
 ANNOUNCED, DRAINING, WITHDRAWN = "announced", "draining", "withdrawn"
-
-
-@dataclass(frozen=True, slots=True)
-class Maintenance:
-    """An operator's withdrawal: since when, and how long to drain first."""
-
-    since: float
-    drain_seconds: float
-    reason: str = ""
-    who: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +26,12 @@ def decide(
     now: float,
     config: BgpConfig,
     prefix_is_local: bool,
+    prefix: str = "the prefix",
 ) -> Desired:
     """The desired state of one prefix."""
     if not prefix_is_local and config.require_local_address:
-        return Desired(WITHDRAWN, why="prefix is not configured on a local interface")
+        address = prefix.split("/")[0]
+        return Desired(WITHDRAWN, why=f"{address} is not configured on a local interface")
     if maintenance is not None:
         # Drain only what is announced: a route nobody receives has nothing to drain.
         if was_announced and serving and now < maintenance.since + maintenance.drain_seconds:

@@ -13,25 +13,19 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import IO, Any
+from pathlib import Path
+from typing import IO
 
-from anycastedge.bgp.decision import (
-    ANNOUNCED,
-    DRAINING,
-    WITHDRAWN,
-    Desired,
-    Maintenance,
-    api_line,
-    decide,
-)
-from anycastedge.config.bgp import Check
-from anycastedge.config.pop import PopConfig
-from anycastedge.control.maintenance import HOOK_STATUS_FILE, get_maintenance
-from anycastedge.control.statefile import write_json
+from anycastedge.bgp.decision import ANNOUNCED, DRAINING, WITHDRAWN, Desired, api_line, decide
+from anycastedge.config.pop import PopConfig, load_pop
+from anycastedge.errors import ConfigError
+from anycastedge.health.check import CheckTarget
 from anycastedge.health.probes import ProbeResult, probe
 from anycastedge.health.state import Health, State, transition
+from anycastedge.statedir.hook import CheckReport, HookStatus, PrefixReport, write_hook_status
+from anycastedge.statedir.maintenance import Maintenance, get_maintenance
 
 log = logging.getLogger("anycastedge.hook")
 MAINTENANCE_POLL = 0.1  # seconds: `pop withdraw` must take effect within a second
@@ -59,18 +53,52 @@ class Told:
 
 
 @dataclass(slots=True)
+class ConfigFile:
+    """pop.yaml as the hook last read it; ``changed`` rereads it when its mtime moves."""
+
+    path: Path
+    mtime: int = 0
+
+    def load(self) -> PopConfig:
+        """Read and validate the file now; ConfigError if it is invalid."""
+        self.mtime = self.path.stat().st_mtime_ns  # before reading: a later write is seen later
+        return load_pop(self.path)
+
+    def changed(self) -> PopConfig | None:
+        """The new config if the file changed and validates; None otherwise (errors logged)."""
+        try:
+            if self.path.stat().st_mtime_ns == self.mtime:
+                return None
+            return self.load()
+        except OSError as exc:
+            log.error("cannot read %s, keeping the config in use: %s", self.path, exc)
+            return None
+        except ConfigError as exc:
+            log.error("%s changed but is invalid, keeping the config in use:\n%s", self.path, exc)
+            return None
+
+
+@dataclass(slots=True)
 class Hook:
-    """The hook's loop state; ``run`` drives it until stdin closes or SIGTERM."""
+    """The hook's loop state. ``tick`` is one pass; ``run`` drives it until stdin closes or SIGTERM.
+
+    ``clock`` schedules rounds; ``wall`` stamps the status and times drains (maintenance files
+    carry wall-clock times). Both are injectable, so tests step the loop without sleeping.
+    """
 
     config: PopConfig
     out: IO[str]
-    probe_fn: Callable[[Check, float], ProbeResult] = probe
+    probe_fn: Callable[[CheckTarget], ProbeResult] = probe
     is_local: Callable[[str], bool] = prefix_is_local
+    clock: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+    config_file: ConfigFile | None = None
     health: Health = field(default_factory=Health)
     told: dict[str, Told] = field(default_factory=dict)
     results: dict[str, tuple[ProbeResult, float]] = field(default_factory=dict)
     local: dict[str, bool] = field(default_factory=dict)  # per prefix, as of the last round
     maintenance: Maintenance | None = None  # as of the last reconcile
+    next_round: float = 0.0
     stop: threading.Event = field(default_factory=threading.Event)
     stdin_closed: threading.Event = field(default_factory=threading.Event)
 
@@ -79,23 +107,23 @@ class Hook:
         line = api_line(prefix, desired, self.config.bgp)
         self.out.write(line + "\n")
         self.out.flush()
-        self.told[prefix] = Told(desired, line, time.time())
+        self.told[prefix] = Told(desired, line, self.wall())
         log.info("%s (%s)", line, desired.why)
 
-    def check_round(self, pool: ThreadPoolExecutor) -> bool:
+    def check_round(self, pool: Executor) -> bool:
         """Run every check at once; one that has not answered by the timeout has failed."""
         health = self.config.bgp.health
-        checks = health.checks
-        futures = {pool.submit(self.probe_fn, c, health.timeout): c for c in checks}
+        futures = {pool.submit(self.probe_fn, target): target for target in health.checks}
         done, _ = wait(futures, timeout=health.timeout + 0.5)
-        ok = True
-        now = time.time()
-        for future, check in futures.items():
+        ok = bool(futures)  # fail closed: nothing checked vouches for nothing
+        now = self.wall()
+        self.results = {}
+        for future, target in futures.items():
             if future in done:
                 result = future.result()
             else:
                 result = ProbeResult(False, health.timeout, "hung past the timeout")
-            self.results[check.label] = (result, now)
+            self.results[str(target)] = (result, now)
             ok = ok and result.ok
         for prefix in self.config.anycast:
             local = self.is_local(prefix)
@@ -105,10 +133,10 @@ class Hook:
         return ok
 
     def reconcile(self) -> bool:
-        """Bring every prefix to its desired state; True if anything was printed."""
+        """Bring every prefix to its desired state; True if anything changed."""
         maintenance = self.maintenance = get_maintenance(self.config.state_dir)
         changed = False
-        now = time.time()
+        now = self.wall()
         for prefix in self.config.anycast:
             told = self.told.get(prefix)
             was_announced = told is not None and told.desired.status in (ANNOUNCED, DRAINING)
@@ -119,6 +147,7 @@ class Hook:
                 now,
                 self.config.bgp,
                 self.local.get(prefix, False),
+                prefix,
             )
             if told is None or (told.desired.status, told.desired.attributes) != (
                 desired.status,
@@ -126,70 +155,98 @@ class Hook:
             ):
                 self.emit(prefix, desired)
                 changed = True
+            elif told.desired.why != desired.why:
+                # Nothing to tell ExaBGP, but `pop status` must show the reason that holds now.
+                told.desired = desired
+                changed = True
         return changed
 
-    def status(self) -> dict[str, Any]:
-        """The document written to state_dir/hook.json."""
+    def apply_config(self, config: PopConfig) -> None:
+        """Switch to a changed pop.yaml: withdraw prefixes it dropped; the rest follows health."""
+        old = self.config
+        for prefix in set(self.told) - set(config.anycast):
+            if self.told[prefix].desired.status != WITHDRAWN:
+                self.emit(prefix, Desired(WITHDRAWN, why="removed from pop.yaml"))
+            del self.told[prefix]
+        session = ("router_id", "local_as", "local_address", "hold_time", "neighbors")
+        if any(getattr(old.bgp, k) != getattr(config.bgp, k) for k in session):
+            log.warning(
+                "pop.yaml changed the BGP session settings: run `anycastedge bgp render` and "
+                "restart ExaBGP to apply them (routes, drain and checks apply now)"
+            )
+        self.config = config
+        self.next_round = 0.0  # check the new checks now
+        log.info("pop.yaml reloaded")
+
+    def status(self) -> HookStatus:
+        """The record written to state_dir/hook.json."""
         state = State.DISABLED if self.maintenance is not None else self.health.state
         if self.stop.is_set():
             state = State.EXIT
-        return {
-            "pid": os.getpid(),
-            "updated_at": time.time(),
-            "state": state.value,
-            "count": self.health.count,
-            "prefixes": {
-                p: {
-                    "status": t.desired.status,
-                    "since": t.since,
-                    "line": t.line,
-                    "why": t.desired.why,
-                }
+        return HookStatus(
+            pid=os.getpid(),
+            updated_at=self.wall(),
+            state=state.value,
+            count=self.health.count,
+            prefixes={
+                p: PrefixReport(t.desired.status, t.since, t.line, t.desired.why)
                 for p, t in self.told.items()
             },
-            "checks": [
-                {"check": label, "ok": r.ok, "latency": r.latency, "detail": r.detail, "at": at}
+            checks=tuple(
+                CheckReport(label, r.ok, r.latency, r.detail, at)
                 for label, (r, at) in self.results.items()
-            ],
-        }
+            ),
+        )
 
     def write_status(self) -> None:
         """Record state for `pop status` and serve's /metrics; never fatal."""
         try:
-            write_json(self.config.state_dir / HOOK_STATUS_FILE, self.status())
+            write_hook_status(self.config.state_dir, self.status())
         except OSError as exc:
             log.warning("cannot write hook status: %s", exc)
 
-    def run(self) -> int:
-        """Loop until stdin closes (ExaBGP is gone) or SIGTERM (withdraw everything first)."""
-        health = self.config.bgp.health
-        for prefix in self.config.anycast:  # fail closed: vouch for nothing not yet checked
+    def start(self) -> None:
+        """Withdraw everything: vouch for nothing not yet checked by this process."""
+        for prefix in self.config.anycast:
             self.emit(prefix, Desired(WITHDRAWN, why="hook starting"))
         self.write_status()
-        next_round = 0.0
-        with ThreadPoolExecutor(max_workers=max(1, len(health.checks))) as pool:
-            while not self.stop.is_set() and not self.stdin_closed.is_set():
-                now = time.monotonic()
-                if now >= next_round:
-                    ok = self.check_round(pool)
-                    before = self.health.state
-                    self.health = transition(self.health, ok, health.rise, health.fall)
-                    if self.health.state != before:
-                        log.info("health %s -> %s", before.value, self.health.state.value)
-                    interval = (
-                        health.fast_interval if self.health.state.changing else health.interval
-                    )
-                    next_round = time.monotonic() + interval
-                    self.reconcile()
-                    self.write_status()
-                elif self.reconcile():
-                    self.write_status()
-                self.stop.wait(min(MAINTENANCE_POLL, max(0.0, next_round - time.monotonic())))
-            if self.stop.is_set() and not self.stdin_closed.is_set():
-                for prefix, told in list(self.told.items()):
-                    if told.desired.status != WITHDRAWN:
-                        self.emit(prefix, Desired(WITHDRAWN, why="hook stopping"))
+
+    def tick(self, pool: Executor) -> float:
+        """One pass: a check round if one is due, then reconcile; seconds until the next pass."""
+        if self.clock() >= self.next_round:
+            if self.config_file is not None and (config := self.config_file.changed()):
+                self.apply_config(config)
+            health = self.config.bgp.health
+            ok = self.check_round(pool)
+            before = self.health.state
+            self.health = transition(self.health, ok, health.rise, health.fall)
+            if self.health.state != before:
+                log.info("health %s -> %s", before.value, self.health.state.value)
+            interval = health.fast_interval if self.health.state.changing else health.interval
+            self.next_round = self.clock() + interval
+            self.reconcile()
             self.write_status()
+        elif self.reconcile():
+            self.write_status()
+        return min(MAINTENANCE_POLL, max(0.0, self.next_round - self.clock()))
+
+    def finish(self) -> None:
+        """On SIGTERM withdraw what is announced; when ExaBGP is gone, print nothing more."""
+        if not self.stdin_closed.is_set():
+            for prefix, told in list(self.told.items()):
+                if told.desired.status != WITHDRAWN:
+                    self.emit(prefix, Desired(WITHDRAWN, why="hook stopping"))
+        self.write_status()
+
+    def run(self) -> int:
+        """Loop until stdin closes (ExaBGP is gone) or SIGTERM (withdraw everything first)."""
+        self.start()
+        # Sized for the checks of the config at start; a reload with more checks queues them.
+        workers = max(1, len(self.config.bgp.health.checks))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            while not self.stop.is_set():
+                self.stop.wait(self.tick(pool))
+            self.finish()
             pool.shutdown(wait=False, cancel_futures=True)
         return 0
 
@@ -206,10 +263,11 @@ def read_acks(stream: IO[str], hook: Hook) -> None:
     hook.stop.set()
 
 
-def main(config: PopConfig, stdin: IO[str], stdout: IO[str]) -> int:
-    """Entry point of `anycastedge bgp hook`."""
+def main(config_file: ConfigFile, stdin: IO[str], stdout: IO[str]) -> int:
+    """Entry point of `anycastedge bgp hook`; raises ConfigError if pop.yaml is invalid."""
+    config = config_file.load()
     logging.basicConfig(level=logging.INFO, format="anycastedge-hook %(levelname)s %(message)s")
-    hook = Hook(config, stdout)
+    hook = Hook(config, stdout, config_file=config_file)
     signal.signal(signal.SIGTERM, lambda signum, frame: hook.stop.set())
     signal.signal(signal.SIGINT, lambda signum, frame: hook.stop.set())
     threading.Thread(target=read_acks, args=(stdin, hook), daemon=True).start()

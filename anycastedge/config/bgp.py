@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
 from anycastedge.config.reader import Reader, parse_hostport
+from anycastedge.health.check import CheckTarget, HealthCheck
 
 GRACEFUL_SHUTDOWN = "65535:0"  # RFC 8326
 
@@ -30,23 +32,6 @@ class RouteAttributes:
 
 
 @dataclass(frozen=True, slots=True)
-class Check:
-    """One health check of the local services; all must pass for the POP to be announced."""
-
-    kind: str  # dns | http | tcp
-    target: str  # dns/tcp: HOST:PORT, http: URL
-    name: str = ""  # dns: the query name
-    qtype: str = "SOA"  # dns: the query type
-    expect_status: tuple[int, ...] = (200,)  # http
-    body: str | None = None  # http: substring the body must contain
-
-    @property
-    def label(self) -> str:
-        """How logs and status name this check."""
-        return f"{self.kind} {self.target}" + (f" {self.name} {self.qtype}" if self.name else "")
-
-
-@dataclass(frozen=True, slots=True)
 class HealthConfig:
     """Timing and rise/fall of the announcement health checks."""
 
@@ -55,7 +40,7 @@ class HealthConfig:
     rise: int = 3
     fall: int = 2
     timeout: float = 1.0
-    checks: tuple[Check, ...] = ()
+    checks: tuple[CheckTarget, ...] = ()  # each carries ``timeout`` as its own
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,36 +99,42 @@ def _attributes(r: Reader, default: RouteAttributes) -> RouteAttributes:
     return attrs
 
 
-def _check(item: Any, index: int, parent: Reader) -> Check | None:
+def _check(item: Any, index: int, parent: Reader, timeout: float) -> CheckTarget | None:
     r = Reader(item, f"{parent.path}.checks[{index}]", parent.problems, parent.where)
     kind = r.get("kind", str, "")
-    check: Check | None = None
+    target: CheckTarget | None = None
     if kind == "dns":
         server = r.converted("server", parse_hostport)
-        check = Check(
-            "dns",
-            f"{server[0]}:{server[1]}" if server else "",
-            name=r.get("name", str),
-            qtype=r.get("type", str, "SOA").upper(),
-        )
+        name, qtype = r.get("name", str), r.get("type", str, "SOA").upper()
+        if server and name:
+            how = HealthCheck("DNS", port=server[1], timeout=timeout, qname=name, qtype=qtype)
+            target = CheckTarget(server[0], how)
     elif kind == "http":
         url = r.get("url", str)
         statuses = r.get("expect_status", list, [200])
-        if url is not None and not url.startswith(("http://", "https://")):
-            r.error("url", "must start with http:// or https://")
-        check = Check(
-            "http",
-            url or "",
-            expect_status=tuple(int(s) for s in statuses or [200]),
-            body=r.get("body", str, None),
-        )
+        parsed = urllib.parse.urlsplit(url or "")
+        if url is not None and (parsed.scheme not in ("http", "https") or not parsed.hostname):
+            r.error("url", "must be an http:// or https:// URL with a host")
+        elif url is not None:
+            scheme = parsed.scheme.upper()
+            path = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
+            how = HealthCheck(
+                scheme,
+                path=path,
+                port=parsed.port or (443 if scheme == "HTTPS" else 80),
+                timeout=timeout,
+                expect_status=frozenset(int(s) for s in statuses or [200]),
+                body=r.get("body", str, None),
+            )
+            target = CheckTarget(parsed.hostname or "", how)
     elif kind == "tcp":
         address = r.converted("address", parse_hostport)
-        check = Check("tcp", f"{address[0]}:{address[1]}" if address else "")
+        if address:
+            target = CheckTarget(address[0], HealthCheck("TCP", port=address[1], timeout=timeout))
     else:
         r.error("kind", f"must be dns, http or tcp, not {kind!r}")
     r.finish()
-    return check
+    return target
 
 
 def read_bgp(r: Reader) -> BgpConfig:
@@ -170,13 +161,15 @@ def read_bgp(r: Reader) -> BgpConfig:
     if GRACEFUL_SHUTDOWN not in drain.communities:
         drain = RouteAttributes(drain.med, drain.communities + (GRACEFUL_SHUTDOWN,), drain.prepend)
     h_r = r.child("health")
-    checks = [_check(item, i, h_r) for i, item in enumerate(h_r.get("checks", list, []))]
+    timeout = h_r.number("timeout", d.health.timeout, 0.05, 60)
+    items = h_r.get("checks", list, [])
+    checks = [_check(item, i, h_r, timeout) for i, item in enumerate(items)]
     health = HealthConfig(
         interval=h_r.number("interval", d.health.interval, 0.05, 3600),
         fast_interval=h_r.number("fast_interval", d.health.fast_interval, 0.05, 3600),
         rise=int(h_r.number("rise", d.health.rise, 1, 100)),
         fall=int(h_r.number("fall", d.health.fall, 1, 100)),
-        timeout=h_r.number("timeout", d.health.timeout, 0.05, 60),
+        timeout=timeout,
         checks=tuple(c for c in checks if c is not None),
     )
     h_r.finish()

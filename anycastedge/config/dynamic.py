@@ -18,17 +18,8 @@ from anycastedge.config.reader import Reader
 from anycastedge.config.records import to_rdata
 from anycastedge.config.source import MarkedDict
 from anycastedge.errors import Location, Problem
-from anycastedge.gslb.model import (
-    OBEY,
-    CheckTarget,
-    DynamicRecord,
-    HealthCheck,
-    Network,
-    Pool,
-    PoolValue,
-    Rule,
-    StickyPrefix,
-)
+from anycastedge.gslb.model import OBEY, DynamicRecord, Network, Pool, PoolValue, Rule, StickyPrefix
+from anycastedge.health.check import CheckTarget, HealthCheck
 
 DYNAMIC_TYPES = frozenset({"A", "AAAA", "CNAME"})
 STATUSES = ("up", "down", "obey")

@@ -45,14 +45,6 @@ class Served(Protocol):
     def serial(self) -> int: ...
 
 
-@dataclass(frozen=True, slots=True)
-class ServedSerial:
-    """A zone's content digest and serial, as remembered across restarts."""
-
-    digest: str
-    serial: int
-
-
 @dataclass(slots=True)
 class _Builder:
     origin: Name
@@ -359,7 +351,7 @@ def zone_files(paths: Iterable[Path]) -> list[Path]:
 
 
 def load_zones(
-    paths: Iterable[Path], soa_config: SoaConfig, previous: Mapping[Name, Served] | None = None
+    paths: Iterable[Path], soa_config: SoaConfig, previous: Mapping[str, Served] | None = None
 ) -> tuple[ZoneSet, list[Problem]]:
     """Load every zone; raises ConfigError listing every problem of every file."""
     zones: dict[Name, Zone] = {}
@@ -371,7 +363,7 @@ def load_zones(
         except dns.exception.DNSException as exc:
             problems.append(Problem(f"file name is not a zone name: {exc}", Location(str(path))))
             continue
-        before = previous.get(origin) if previous else None
+        before = previous.get(origin.to_text()) if previous else None
         try:
             zone, zone_warnings = build_zone(path, soa_config, before)
         except ConfigError as exc:

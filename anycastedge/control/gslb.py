@@ -9,7 +9,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from anycastedge.dns.service import ZoneService
+from anycastedge.control.view import ServerView
 from anycastedge.gslb.model import DynamicRecord, PoolValue
 from anycastedge.gslb.select import DEFAULT_POOL, is_up
 
@@ -19,21 +19,27 @@ def _split(label: str) -> tuple[str, str]:
     return name, rdtype
 
 
-def _value_status(service: ZoneService, value: PoolValue) -> dict[str, Any]:
+def _metric_labels(label: str) -> tuple[str, str]:
+    """A record's name as metric labels write names (zone labels too): without the final dot."""
+    name, rdtype = _split(label)
+    return name.rstrip(".") or ".", rdtype
+
+
+def _value_status(view: ServerView, value: PoolValue) -> dict[str, Any]:
     out: dict[str, Any] = {
         "value": value.value,
         "weight": value.weight,
         "status": value.status,
-        "up": is_up(value, service.monitor.serving),
+        "up": is_up(value, view.checks.serving),
     }
     if value.target is None:
         out["check"] = None
         return out
-    check = service.monitor.status(value.target)
+    check = view.checks.status(value.target)
     out["check"] = {
         "target": str(value.target),
         "host": value.target.check.host,
-        "probed": service.checked(value.target),
+        "probed": view.probed(value.target),
         "state": check.health.state.value,
         "last_ok": check.last_ok,
         "last_detail": check.last_detail,
@@ -44,7 +50,7 @@ def _value_status(service: ZoneService, value: PoolValue) -> dict[str, Any]:
     return out
 
 
-def record_status(service: ZoneService, record: DynamicRecord) -> dict[str, Any]:
+def record_status(view: ServerView, record: DynamicRecord) -> dict[str, Any]:
     """One dynamic record: rules, pools, and each value's health and last check."""
     name, rdtype = _split(record.label)
     return {
@@ -61,7 +67,7 @@ def record_status(service: ZoneService, record: DynamicRecord) -> dict[str, Any]
         "pools": {
             pool.name: {
                 "fallback": pool.fallback,
-                "values": [_value_status(service, v) for v in pool.values],
+                "values": [_value_status(view, v) for v in pool.values],
             }
             for pool in record.pools.values()
         },
@@ -69,27 +75,27 @@ def record_status(service: ZoneService, record: DynamicRecord) -> dict[str, Any]
     }
 
 
-def gslb_status(service: ZoneService) -> list[dict[str, Any]]:
+def gslb_status(view: ServerView) -> list[dict[str, Any]]:
     """Every dynamic record being served, for /status."""
-    return [record_status(service, r) for r in service.dynamic_records()]
+    return [record_status(view, r) for r in view.dynamic_records()]
 
 
 class GslbCollector(Collector):
     """Answers per pool, and the health of every pool value."""
 
-    def __init__(self, service: ZoneService) -> None:
-        self.service = service
+    def __init__(self, view: ServerView) -> None:
+        self.view = view
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        s = self.service
+        s = self.view
         answers = CounterMetricFamily(
             "anycastedge_gslb_answers",
             f"Dynamic answers by record and the pool answered from ({DEFAULT_POOL!r}: the "
             "record's own values, every pool down)",
             labels=["record", "type", "pool"],
         )
-        for (label, answered), count in list(s.pool_counts.items()):
-            answers.add_metric([*_split(label), answered], count)
+        for (label, answered), count in list(s.counters.pool_answers.items()):
+            answers.add_metric([*_metric_labels(label), answered], count)
         yield answers
         up = GaugeMetricFamily(
             "anycastedge_gslb_value_up",
@@ -108,16 +114,16 @@ class GslbCollector(Collector):
         )
         seen = set()
         for record in s.dynamic_records():
-            name, rdtype = _split(record.label)
+            name, rdtype = _metric_labels(record.label)
             for pool in record.pools.values():
                 for value in pool.values:
-                    serving = is_up(value, s.monitor.serving)
+                    serving = is_up(value, s.checks.serving)
                     up.add_metric([name, rdtype, pool.name, value.value], 1 if serving else 0)
                     target = value.target
                     if target is None or target in seen:
                         continue
                     seen.add(target)
-                    status = s.monitor.status(target)
+                    status = s.checks.status(target)
                     if status.last_ok is None:
                         continue
                     labels = [str(target), target.check.host]

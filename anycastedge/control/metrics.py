@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterator
+from importlib.metadata import version
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -12,47 +14,75 @@ from anycastedge.bgp.decision import ANNOUNCED, DRAINING, WITHDRAWN
 from anycastedge.config.pop import PopConfig
 from anycastedge.control.gslb import GslbCollector
 from anycastedge.control.status import pop_status
-from anycastedge.dns.service import ZoneService
+from anycastedge.control.view import ServerView
 from anycastedge.health.state import State
 
 
-class DnsCollector(Collector):
-    """Reads a ZoneService's counters and zones when Prometheus scrapes."""
+class BuildCollector(Collector):
+    """``anycastedge_build_info``: the version running, as Prometheus exporters say it."""
 
-    def __init__(self, zones: ZoneService) -> None:
-        self.service = zones
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        info = GaugeMetricFamily(
+            "anycastedge_build_info",
+            "Always 1; the labels say which anycastedge and Python run",
+            labels=["version", "python"],
+        )
+        info.add_metric([version("anycastedge"), platform.python_version()], 1)
+        yield info
+
+
+class DnsCollector(Collector):
+    """Reads the server's counters and zones when Prometheus scrapes."""
+
+    def __init__(self, view: ServerView) -> None:
+        self.view = view
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        s = self.service
+        counters, zones, reloads = (
+            self.view.counters,
+            self.view.zones.zones,
+            self.view.zones.reloads,
+        )
+        labels = ["zone", "qtype", "rcode", "transport"]
         queries = CounterMetricFamily(
             "anycastedge_dns_queries",
             "DNS queries answered, by zone, query type, response code and transport",
-            labels=["zone", "qtype", "rcode", "transport"],
+            labels=labels,
         )
-        for labels, value in list(s.counts.items()):
-            queries.add_metric(list(labels), value)
+        for key, value in list(counters.responses.items()):
+            queries.add_metric(list(key), value)
         yield queries
-        reloads = CounterMetricFamily(
+        probes = CounterMetricFamily(
+            "anycastedge_dns_health_check_queries",
+            "The BGP hook's own DNS checks answered (not counted as client queries)",
+            labels=labels,
+        )
+        for key, value in list(counters.probe_responses.items()):
+            probes.add_metric(list(key), value)
+        yield probes
+        loads = CounterMetricFamily(
             "anycastedge_dns_reloads", "Zone set loads, by result", labels=["result"]
         )
-        for result, value in s.reloads.items():
-            reloads.add_metric([result], value)
-        yield reloads
+        loads.add_metric(["success"], reloads.success)
+        loads.add_metric(["failure"], reloads.failure)
+        yield loads
         yield CounterMetricFamily(
-            "anycastedge_dns_internal_errors", "Queries that raised inside the server", s.errors
+            "anycastedge_dns_internal_errors",
+            "Queries that raised inside the server",
+            counters.internal_errors,
         )
         yield CounterMetricFamily(
             "anycastedge_dns_udp_send_failures",
             "UDP responses the kernel would not take (full buffer); the client retries",
-            s.dropped,
+            counters.udp_send_failures,
         )
         serial = GaugeMetricFamily(
             "anycastedge_dns_zone_serial", "SOA serial of each served zone", labels=["zone"]
         )
-        for zone in s.zones:
+        for zone in zones:
             serial.add_metric([zone.origin.to_text(omit_final_dot=True) or "."], zone.serial)
         yield serial
-        last = s.history[-1] if s.history else None
+        last = reloads.last
         yield GaugeMetricFamily(
             "anycastedge_dns_last_reload_ok",
             "1 if the last zone reload was accepted, 0 if it was rejected",
@@ -68,33 +98,41 @@ class BgpCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         status = pop_status(self.config)
-        hook = status["hook"] or {}
+        hook = status.hook
         prefixes = GaugeMetricFamily(
             "anycastedge_bgp_prefix",
             "1 for the status the hook last told ExaBGP for each anycast prefix",
             labels=["prefix", "status"],
         )
         for prefix in self.config.anycast:
-            told = hook.get("prefixes", {}).get(prefix, {}).get("status")
+            report = hook.prefixes.get(prefix) if hook is not None else None
             for name in (ANNOUNCED, DRAINING, WITHDRAWN):
-                prefixes.add_metric([prefix, name], 1 if told == name else 0)
+                told = report is not None and report.status == name
+                prefixes.add_metric([prefix, name], 1 if told else 0)
         yield prefixes
         state = GaugeMetricFamily(
             "anycastedge_bgp_hook_state", "1 for the hook's current state", labels=["state"]
         )
         for name in State:
-            state.add_metric([name.value], 1 if hook.get("state") == name.value else 0)
+            state.add_metric(
+                [name.value], 1 if hook is not None and hook.state == name.value else 0
+            )
         yield state
         yield GaugeMetricFamily(
             "anycastedge_bgp_maintenance",
-            "1 while an operator has withdrawn this POP",
-            1 if status["maintenance"] else 0,
+            "1 while an operator has withdrawn this POP (or its maintenance file is unreadable)",
+            1 if status.in_maintenance else 0,
         )
-        if status["hook_age_seconds"] is not None:
+        yield GaugeMetricFamily(
+            "anycastedge_bgp_state_file_errors",
+            "Number of the hook's state files (hook.json, maintenance.json) that are unreadable",
+            (status.hook_error is not None) + (status.maintenance_error is not None),
+        )
+        if hook is not None:
             yield GaugeMetricFamily(
                 "anycastedge_bgp_hook_status_age_seconds",
                 "Seconds since the hook last wrote its status (a stale hook is a dead hook)",
-                status["hook_age_seconds"],
+                hook.age,
             )
         ok = GaugeMetricFamily(
             "anycastedge_bgp_check_ok", "1 if the check passed last time", labels=["check"]
@@ -102,17 +140,19 @@ class BgpCollector(Collector):
         latency = GaugeMetricFamily(
             "anycastedge_bgp_check_latency_seconds", "Last check's duration", labels=["check"]
         )
-        for check in hook.get("checks", []):
-            ok.add_metric([check["check"]], 1 if check["ok"] else 0)
-            latency.add_metric([check["check"]], check["latency"])
+        for check in hook.checks if hook is not None else ():
+            ok.add_metric([check.check], 1 if check.ok else 0)
+            latency.add_metric([check.check], check.latency)
         yield ok
         yield latency
 
 
-def make_registry(zones: ZoneService, config: PopConfig) -> CollectorRegistry:
-    """A registry of our own (no process-global state) with the DNS, GSLB and BGP collectors."""
+def make_registry(view: ServerView) -> CollectorRegistry:
+    """A registry of our own (no process-global state): DNS, GSLB, BGP, build and process."""
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(DnsCollector(zones))
-    registry.register(GslbCollector(zones))
-    registry.register(BgpCollector(config))
+    registry.register(DnsCollector(view))
+    registry.register(GslbCollector(view))
+    registry.register(BgpCollector(view.config))
+    registry.register(BuildCollector())
+    ProcessCollector(registry=registry)  # process_cpu_seconds_total, resident memory, open fds
     return registry

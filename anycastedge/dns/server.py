@@ -21,9 +21,8 @@ UDP_BUFFER_BYTES = 4 * 1024 * 1024
 class ResponderSource(Protocol):
     """Holds the Responder currently in service; reload swaps it."""
 
-    responder: Responder
-    errors: int
-    dropped: int
+    @property
+    def responder(self) -> Responder: ...
 
 
 class DnsDatagramProtocol(protocol.DatagramProtocol):
@@ -47,10 +46,11 @@ class DnsDatagramProtocol(protocol.DatagramProtocol):
         self._sendto = sock.sendto
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:  # noqa: N802 (Twisted API)
+        responder = self.source.responder
         try:
-            response = self.source.responder.respond(data, False, addr[0])
+            response = responder.respond(data, False, addr[0])
         except Exception:
-            self.source.errors += 1
+            responder.counters.raised()
             log.failure("query from {addr} raised", addr=addr)
             return
         if response is not None:
@@ -59,7 +59,7 @@ class DnsDatagramProtocol(protocol.DatagramProtocol):
             except OSError:
                 # Full socket buffer (EAGAIN/ENOBUFS) or an unreachable peer: a UDP reply is
                 # best-effort, the client retries.
-                self.source.dropped += 1
+                responder.counters.send_failed()
 
 
 @implementer(IPushProducer)
@@ -103,7 +103,7 @@ class DnsStreamProtocol(protocol.Protocol, TimeoutMixin):
         self.resetTimeout()
         buffer = self._buffer + data if self._buffer else data
         pos = 0
-        source = self.factory.source
+        responder = self.factory.source.responder
         while len(buffer) - pos >= 2:
             length = (buffer[pos] << 8) | buffer[pos + 1]
             if len(buffer) - pos - 2 < length:
@@ -111,9 +111,9 @@ class DnsStreamProtocol(protocol.Protocol, TimeoutMixin):
             message = buffer[pos + 2 : pos + 2 + length]
             pos += 2 + length
             try:
-                response = source.responder.respond(message, True, self._host)
+                response = responder.respond(message, True, self._host)
             except Exception:
-                source.errors += 1
+                responder.counters.raised()
                 log.failure("TCP query raised")
                 response = None
             if response is None:

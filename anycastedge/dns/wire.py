@@ -21,10 +21,12 @@ import dns.renderer
 import dns.rrset
 from dns.rdatatype import RdataType
 
+from anycastedge.dns.counters import DnsCounters, MetricKey, PoolKey
 from anycastedge.dns.engine import FORMERR, NOTIMP, Answer, Chooser, Undecided, resolve
 from anycastedge.dns.zone import RRset, ZoneSet
 from anycastedge.gslb.decider import Decider
 from anycastedge.gslb.model import DynamicRecord
+from anycastedge.health.check import PROBE_EDNS_OPTION
 
 OPT_NSID = 3
 OPT_ECS = 8
@@ -33,6 +35,7 @@ _OPT_HEADER = struct.Struct(
 )  # root name, type, class (payload), ext-rcode, version, flags, rdlen
 _U16 = struct.Struct("!H")
 _TCP_LIMIT = 65535
+CHAOS_LABEL = "(chaos)"  # the zone label of CHAOS class queries (id.server, hostname.bind)
 _BADVERS = 16
 
 # Labels for metrics: bounded, so a client cannot grow the label space.
@@ -50,10 +53,6 @@ _QTYPE_LABELS = {
 _RCODE_LABELS = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP",
                  5: "REFUSED", 6: "YXDOMAIN", 16: "BADVERS"}  # fmt: skip
 
-MetricKey = tuple[str, str, str, str]  # zone, qtype, rcode, transport
-Counts = dict[MetricKey, int]
-PoolKey = tuple[str, str]  # dynamic record label, pool answered from
-PoolCounts = dict[PoolKey, int]
 Resolver = Callable[[ZoneSet, dns.name.Name, int, int, str, Chooser | None], Answer]
 
 
@@ -73,6 +72,7 @@ class Query:
     do: bool
     nsid: bool
     ecs: bytes | None = None  # the EDNS Client Subnet option's data, validated
+    probe: bool = False  # sent by our own BGP hook: counted apart from client queries
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +155,7 @@ def _skip_name(data: bytes, pos: int) -> int:
 
 def _parse_records(data: bytes, qend: int, key: bytes, count: int) -> Query:
     pos = qend + 4
-    opt: tuple[int, int, bool, bool, bytes | None] | None = None
+    opt: tuple[int, int, bool, bool, bytes | None, bool] | None = None
     n = len(data)
     for _ in range(count):
         name_start = pos
@@ -171,7 +171,7 @@ def _parse_records(data: bytes, qend: int, key: bytes, count: int) -> Query:
             continue
         if opt is not None or data[name_start] != 0:
             raise MalformedQuery("more than one OPT, or OPT not at the root")
-        nsid = False
+        nsid = probe = False
         ecs = None
         at = rdata
         while at < pos:
@@ -187,7 +187,9 @@ def _parse_records(data: bytes, qend: int, key: bytes, count: int) -> Query:
                 if ecs is not None:
                     raise MalformedQuery("more than one ECS option")
                 ecs = check_ecs(data[at - length : at])
-        opt = (max(rrclass, 512), (ttl >> 16) & 0xFF, bool(ttl & 0x8000), nsid, ecs)
+            elif code == PROBE_EDNS_OPTION:
+                probe = True
+        opt = (max(rrclass, 512), (ttl >> 16) & 0xFF, bool(ttl & 0x8000), nsid, ecs, probe)
     if pos != n:
         raise MalformedQuery("trailing bytes after the last record")
     if opt is None:
@@ -240,7 +242,10 @@ def render_entry(
     ``qname``, ``qtype`` and ``qclass`` are ``key`` decoded; ``tails`` caches negative SOA tails.
     """
     flags = 0x8000 | (0x0400 if answer.aa else 0) | (answer.rcode & 0xF)
-    zone = answer.zone.to_text(omit_final_dot=True) or "." if answer.zone else "-"
+    if answer.zone is not None:
+        zone = answer.zone.to_text(omit_final_dot=True) or "."
+    else:  # not ours: REFUSED, or the CHAOS identity names, which have no zone
+        zone = CHAOS_LABEL if qclass == dns.rdataclass.CH else "-"
     truncated = _header(flags | 0x0200, 0, 0, 0) + key
     if not answer.answer and not answer.additional and len(answer.authority) == 1:
         soa = answer.authority[0]
@@ -285,7 +290,7 @@ class Responder:
     changes, or a Drawn, from which a weighted draw picks among responses encoded before.
     """
 
-    __slots__ = ("zones", "pop", "max_udp", "nsid", "limit", "counts", "pool_counts", "decider",
+    __slots__ = ("zones", "pop", "max_udp", "nsid", "limit", "counters", "counts", "decider",
                  "_exact", "_dynamic_hits", "_entries", "_resolve", "_tails",
                  "_dynamic")  # fmt: skip
 
@@ -296,18 +301,17 @@ class Responder:
         max_udp: int = 1232,
         nsid: bool = True,
         cache_size: int = 100_000,
-        counts: Counts | None = None,
+        counters: DnsCounters | None = None,
         resolver: Resolver = resolve,
         decider: Decider | None = None,
-        pool_counts: PoolCounts | None = None,
     ) -> None:
         self.zones = zones
         self.pop = pop
         self.max_udp = max_udp
         self.nsid = pop.encode()[:512] if nsid else b""
         self.limit = cache_size
-        self.counts: Counts = counts if counts is not None else {}
-        self.pool_counts: PoolCounts = pool_counts if pool_counts is not None else {}
+        self.counters = counters if counters is not None else DnsCounters()
+        self.counts = self.counters.responses  # the hot path's one dict, held directly
         self.decider = decider
         self._exact: tuple[dict[bytes, tuple[bytes, MetricKey]], ...] = ({}, {})
         self._dynamic_hits: tuple[dict[object, Fixed | Drawn], ...] = ({}, {})
@@ -344,6 +348,8 @@ class Responder:
         if q.edns and q.version > 0:
             return self._badvers(data, q, tcp)
         node = self._root(q.key)
+        if q.probe:  # never cached: the exact cache counts every hit as a client's
+            return self._probe(data, q, tcp, node, host)
         if type(node) is Entry:
             response, metric = self._render(data, q, tcp, node, 0)
             self.counts[metric] = self.counts.get(metric, 0) + 1
@@ -372,10 +378,22 @@ class Responder:
             fixed = drawn.answers[path] = (response[2:], metric, pools)
         return fixed
 
+    def _probe(self, data: bytes, q: Query, tcp: bool, node: Entry | Branch, host: str) -> bytes:
+        """Answer our own health check like any query, counted apart and cached nowhere."""
+        scope = 0
+        if type(node) is Branch:
+            node, scope = self._walk(node, q, host)[:2]
+        assert type(node) is Entry
+        response, metric = self._render(data, q, tcp, node, scope)
+        probes = self.counters.probe_responses
+        probes[metric] = probes.get(metric, 0) + 1
+        return response
+
     def _count(self, metric: MetricKey, pools: tuple[PoolKey, ...]) -> None:
         self.counts[metric] = self.counts.get(metric, 0) + 1
+        answers = self.counters.pool_answers
         for pool in pools:
-            self.pool_counts[pool] = self.pool_counts.get(pool, 0) + 1
+            answers[pool] = answers.get(pool, 0) + 1
 
     def health_changed(self) -> None:
         """Dynamic answers cached for the old health state are stale: drop them."""

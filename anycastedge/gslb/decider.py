@@ -10,8 +10,9 @@ import random
 from collections.abc import Callable
 
 from anycastedge.gslb.geo import Client, GeoLocator, client_from_ecs, client_from_host
-from anycastedge.gslb.model import CheckTarget, DynamicRecord
+from anycastedge.gslb.model import DynamicRecord
 from anycastedge.gslb.select import Choice, draw, healthy, make_choice, match, sticky, sticky_key
+from anycastedge.health.check import CheckTarget
 
 # selection, pool answered from, ECS scope, whether every query of this client gets it
 Decision = tuple[tuple[str, ...], str, int, bool]

@@ -5,10 +5,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import maxminddb
 from octodns.record.geo import GeoCodes
 
 
@@ -56,12 +54,22 @@ def needed_prefix(address: int, bits: int, network: int, length: int) -> tuple[i
     return bits - differ.bit_length() + 1, False
 
 
+class GeoDatabase(Protocol):
+    """The part of a MaxMind database reader the locator uses."""
+
+    def get_with_prefix_len(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Any: ...
+
+
 class GeoLocator:
     """Maps a client to geo codes; ``networks`` (most specific wins) come before the database."""
 
     def __init__(
-        self, networks: Sequence[tuple[str, Sequence[str]]] = (), mmdb: Path | None = None
+        self,
+        networks: Sequence[tuple[str, Sequence[str]]] = (),
+        database: GeoDatabase | None = None,
     ) -> None:
+        """``database`` is an opened MaxMind reader (``maxminddb.open_database``); its opener
+        owns it and closes it when the locator is replaced."""
         entries: list[tuple[int, int, int, tuple[str, ...]]] = []
         for code, cidrs in networks:
             for cidr in cidrs:
@@ -70,8 +78,7 @@ class GeoLocator:
         # Longest prefix first, so the first containing network is the most specific one.
         entries.sort(key=lambda e: -e[2])
         self._entries = tuple(entries)
-        self.mmdb = mmdb
-        self._reader: Any = maxminddb.open_database(str(mmdb)) if mmdb is not None else None
+        self._reader = database
 
     def locate(self, client: Client) -> tuple[tuple[str, ...], int]:
         """Geo codes (most specific first, empty if unknown) and the prefix they hold for."""
@@ -96,11 +103,6 @@ class GeoLocator:
         )
         record, length = self._reader.get_with_prefix_len(ip)
         return _codes(record), max(scope, length)
-
-    def close(self) -> None:
-        """Release the database."""
-        if self._reader is not None:
-            self._reader.close()
 
 
 def _codes(record: Any) -> tuple[str, ...]:

@@ -9,40 +9,10 @@ from dataclasses import dataclass, field
 from dns.name import Name
 from dns.rdata import Rdata
 
+from anycastedge.health.check import CheckTarget
+
 UP, DOWN, OBEY = "up", "down", "obey"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-@dataclass(frozen=True, slots=True)
-class HealthCheck:
-    """How one value is checked: octoDNS's ``healthcheck`` plus our ``anycastedge`` extensions."""
-
-    protocol: str = "HTTPS"  # HTTP, HTTPS or TCP
-    host: str = ""  # Host header and TLS SNI; octoDNS's default is the record's name
-    path: str = "/_dns"
-    port: int = 443
-    interval: float = 10.0
-    timeout: float = 2.0
-    rise: int = 2
-    fall: int = 3
-    expect_status: frozenset[int] = frozenset(range(200, 400))
-    body: str | None = None  # a substring the response body must contain
-    tls_verify: bool = False  # as Route 53 and NS1: a health check is not a certificate check
-
-
-@dataclass(frozen=True, slots=True)
-class CheckTarget:
-    """One thing the health monitor probes: an address and how. Equal targets share a probe."""
-
-    address: str
-    check: HealthCheck
-
-    def __str__(self) -> str:
-        c = self.check
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        if c.protocol == "TCP":
-            return f"tcp://{host}:{c.port}"
-        return f"{c.protocol.lower()}://{host}:{c.port}{c.path}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from anycastedge.gslb.geo import Client, GeoLocator, needed_prefix
-from anycastedge.gslb.model import DOWN, UP, CheckTarget, DynamicRecord, PoolValue
+from anycastedge.gslb.model import DOWN, UP, DynamicRecord, PoolValue
+from anycastedge.health.check import CheckTarget
 
 DEFAULT_POOL = "values"  # the label of answers from the record's own values
 
@@ -145,3 +146,8 @@ def sticky_key(record: DynamicRecord, client: Client) -> bytes:
     bits = client.bits
     network = client.address >> (bits - prefix) << (bits - prefix) if prefix else 0
     return bytes((client.version, prefix)) + network.to_bytes(bits // 8, "big")
+
+
+def every_pool_down(record: DynamicRecord, serving: Callable[[CheckTarget], bool]) -> bool:
+    """Whether no value of any pool may be answered: the record's own values answer then."""
+    return not any(is_up(v, serving) for pool in record.pools.values() for v in pool.values)

@@ -22,8 +22,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from anycastedge.gslb.model import CheckTarget
-from anycastedge.health.probes import ProbeResult, check_target
+from anycastedge.health.check import CheckTarget
+from anycastedge.health.probes import ProbeResult, probe
 from anycastedge.health.state import Health, State, transition
 
 log = Logger()
@@ -71,7 +71,7 @@ class HealthMonitor(Service):
         self,
         reactor: Any,
         on_change: Callable[[CheckTarget, bool], None] | None = None,
-        probe: Callable[[CheckTarget], ProbeResult] = check_target,
+        probe: Callable[[CheckTarget], ProbeResult] = probe,
         workers: int = 16,
         run_in_thread: bool = True,
     ) -> None:
@@ -194,7 +194,7 @@ class HealthMonitor(Service):
 
     @staticmethod
     def _probe_failed(failure: Failure) -> ProbeResult:
-        """A probe that raised (check_target never does; an injected one might) counts as failed."""
+        """A probe that raised (probe never does; an injected one might) counts as failed."""
         return ProbeResult(False, 0.0, f"{failure.type.__name__}: {failure.getErrorMessage()}")
 
     # --- results

@@ -1,21 +1,19 @@
-"""Blocking probes with timeouts: the BGP hook's checks and the GSLB monitor's ``check_target``."""
+"""Blocking probes with timeouts, one per protocol: TCP connect, HTTP(S) GET, DNS query."""
 
 from __future__ import annotations
 
 import email.message
 import socket
 import time
-import urllib.parse
 from dataclasses import dataclass
 
+import dns.edns
 import dns.message
 import dns.rcode
 import urllib3.exceptions
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
-from anycastedge.config.bgp import Check
-from anycastedge.config.reader import parse_hostport
-from anycastedge.gslb.model import CheckTarget, HealthCheck
+from anycastedge.health.check import PROBE_EDNS_OPTION, CheckTarget
 
 BODY_LIMIT = 64 * 1024  # how much of a response body a GSLB check reads, at most
 USER_AGENT = "anycastedge-health"
@@ -30,25 +28,35 @@ class ProbeResult:
     detail: str
 
 
-def probe(check: Check, timeout: float) -> ProbeResult:
-    """Run one check; anything unexpected, including a hang past ``timeout``, is a failure."""
+def probe(target: CheckTarget) -> ProbeResult:
+    """Probe one target within its check's timeout; never raises (failures are results)."""
     start = time.monotonic()
+    check = target.check
     try:
-        ok, detail = _PROBES[check.kind](check, timeout)
-    except Exception as exc:  # a probe must never take the hook down
-        ok, detail = False, f"{type(exc).__name__}: {exc}"
+        protocol = check.protocol.upper()
+        if protocol == "TCP":
+            ok, detail = _tcp_connect(target.address, check.port, check.timeout)
+        elif protocol in ("HTTP", "HTTPS"):
+            ok, detail = _http_target(target, start + check.timeout)
+        elif protocol == "DNS":
+            ok, detail = _dns(target)
+        else:
+            ok, detail = False, f"unknown protocol {check.protocol!r}"
+    except Exception as exc:  # probes run in pools and in the hook: they report, never raise
+        ok, detail = False, describe_error(exc)
     return ProbeResult(ok, time.monotonic() - start, detail)
 
 
-def _dns(check: Check, timeout: float) -> tuple[bool, str]:
-    host, port = parse_hostport(check.target)
-    query = dns.message.make_query(check.name, check.qtype)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+def _dns(target: CheckTarget) -> tuple[bool, str]:
+    check = target.check
+    marker = dns.edns.GenericOption(dns.edns.OptionType.make(PROBE_EDNS_OPTION), b"")
+    query = dns.message.make_query(check.qname, check.qtype, use_edns=0, options=[marker])
+    family = socket.AF_INET6 if ":" in target.address else socket.AF_INET
     # A connected socket hears the ICMP port-unreachable of a stopped server at once, instead of
     # waiting out the timeout: detection time is then rounds, not timeouts.
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect((host, port))
+        sock.settimeout(check.timeout)
+        sock.connect((target.address, check.port))
         sock.send(query.to_wire())
         try:
             while True:
@@ -63,48 +71,6 @@ def _dns(check: Check, timeout: float) -> tuple[bool, str]:
     if reply.rcode() != dns.rcode.NOERROR or not reply.answer:
         return False, f"{rcode} with {len(reply.answer)} answer RRsets"
     return True, f"{rcode}, {sum(len(r) for r in reply.answer)} records"
-
-
-def _http(check: Check, timeout: float) -> tuple[bool, str]:
-    """The hook's URL check, run by the same HTTP probe as the GSLB checks."""
-    url = urllib.parse.urlsplit(check.target)
-    scheme = url.scheme.upper()
-    if scheme not in ("HTTP", "HTTPS") or not url.hostname:
-        raise ValueError(f"not an http(s) URL: {check.target}")
-    path = (url.path or "/") + (f"?{url.query}" if url.query else "")
-    how = HealthCheck(
-        protocol=scheme,
-        path=path,
-        port=url.port or (443 if scheme == "HTTPS" else 80),
-        timeout=timeout,
-        expect_status=frozenset(check.expect_status),
-        body=check.body,
-    )
-    return _http_target(CheckTarget(url.hostname, how), time.monotonic() + timeout)
-
-
-def _tcp(check: Check, timeout: float) -> tuple[bool, str]:
-    host, port = parse_hostport(check.target)
-    return _tcp_connect(host, port, timeout)
-
-
-_PROBES = {"dns": _dns, "http": _http, "tcp": _tcp}
-
-
-def check_target(target: CheckTarget) -> ProbeResult:
-    """Probe one GSLB target within its check's timeout; never raises (failures are results)."""
-    start = time.monotonic()
-    check = target.check
-    try:
-        if check.protocol.upper() == "TCP":
-            ok, detail = _tcp_connect(target.address, check.port, check.timeout)
-        elif check.protocol.upper() in ("HTTP", "HTTPS"):
-            ok, detail = _http_target(target, start + check.timeout)
-        else:
-            ok, detail = False, f"unknown protocol {check.protocol!r}"
-    except Exception as exc:  # a probe runs in the monitor's pool: it must report, not raise
-        ok, detail = False, describe_error(exc)
-    return ProbeResult(ok, time.monotonic() - start, detail)
 
 
 def _tcp_connect(address: str, port: int, timeout: float) -> tuple[bool, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import dns.rcode
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.procs import free_port
 from tests.support.server import (
     DEFAULT_POP,
     REPO_ZONES,
@@ -20,6 +23,14 @@ from tests.support.server import (
 )
 
 QUERIES = "anycastedge_dns_queries_total"
+
+
+def anycastedge_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user would, bounded in time."""
+    return subprocess.run(
+        [sys.executable, "-m", "anycastedge", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
 
 
 def query_count(text: str, zone: str, qtype: str, rcode: str, transport: str) -> float:
@@ -147,3 +158,55 @@ def test_control_endpoint_is_plain_http_on_loopback(server: ServerHandle, path: 
     """Each control page answers 200 to a plain GET on 127.0.0.1."""
     code, body = server.http_get(path)
     assert code == 200 and body
+
+
+def test_status_and_startup_line_name_the_pid(server: ServerHandle) -> None:
+    """/status carries serve's PID, and so does its first log line (no hunting for it)."""
+    assert server.status()["pid"] == server.pid
+    assert f"(pid {server.pid})" in server.log_text().splitlines()[0]
+
+
+def test_metrics_have_build_info_and_process_metrics(server: ServerHandle) -> None:
+    """What Prometheus users expect of an exporter: build info and the process collector's."""
+    families = {f.name: f for f in text_string_to_metric_families(server.metrics())}
+    (build,) = families["anycastedge_build_info"].samples
+    assert build.value == 1 and build.labels["version"] and build.labels["python"]
+    assert families["process_cpu_seconds"].samples[0].value > 0
+    assert families["process_resident_memory_bytes"].samples[0].value > 0
+
+
+def test_metrics_pass_promtool(server: ServerHandle) -> None:
+    """Prometheus's own linter accepts the exposition (names, help, types, units)."""
+    server.query("www.example.com.", "A")
+    result = subprocess.run(
+        ["promtool", "check", "metrics"],
+        input=server.metrics(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_reload_command_reports_the_outcome(zones_copy: Path, tmp_path: Path) -> None:
+    """`anycastedge reload` reloads a running serve through its control endpoint: a broken
+    zone is rejected with file:line (exit 1) and the old zones keep serving; fixed, it loads."""
+    with running_server(zones_copy) as server:
+        control = f"127.0.0.1:{server.control_port}"
+        zone = zones_copy / "example.net.yaml"
+        good = zone.read_text()
+        zone.write_text(good + "broken:\n  type: A\n  value: not-an-address\n")
+        result = anycastedge_cli("reload", "--control", control, cwd=tmp_path)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "example.net.yaml, line" in result.stderr and "broken" in result.stderr
+        assert server.query("example.net.", "SOA").rcode() == dns.rcode.NOERROR
+        zone.write_text(good + "added:\n  type: A\n  value: 192.0.2.7\n")
+        result = anycastedge_cli("reload", "--control", control, cwd=tmp_path)
+        assert (result.returncode, result.stdout.strip()) == (0, "reloaded"), result.stderr
+        assert server.query("added.example.net.", "A").answer
+        assert server.status()["reloads"] == {"success": 2, "failure": 1}
+
+
+def test_reload_command_without_a_server_fails_clearly(tmp_path: Path) -> None:
+    """Nothing listening: a clear message and exit 1, not a traceback."""
+    port = free_port()
+    result = anycastedge_cli("reload", "--control", f"127.0.0.1:{port}", cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"cannot reach serve at http://127.0.0.1:{port}/reload" in result.stderr

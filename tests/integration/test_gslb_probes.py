@@ -1,4 +1,4 @@
-"""check_target against real HTTP(S) and TCP servers on loopback addresses (127/8 and ::1)."""
+"""probe against real HTTP(S) and TCP servers on loopback addresses (127/8 and ::1)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from anycastedge.gslb.model import CheckTarget, HealthCheck
-from anycastedge.health.probes import BODY_LIMIT, check_target
+from anycastedge.health.check import CheckTarget, HealthCheck
+from anycastedge.health.probes import BODY_LIMIT, probe
 from tests.support.backends import Backend, serving
 from tests.support.procs import free_port
 
@@ -41,7 +41,7 @@ def backend_b() -> Iterator[Backend]:
 
 def test_status_200_passes(backend_a: Backend) -> None:
     """A 200 from the target address is a pass, requested at the check's path."""
-    result = check_target(http(ADDR_A, backend_a))
+    result = probe(http(ADDR_A, backend_a))
     assert (result.ok, result.detail) == (True, "status 200")
     assert result.latency >= 0
     assert [path for path, _ in backend_a.requests] == ["/_dns"]
@@ -51,18 +51,18 @@ def test_status_503_fails_and_recovers(backend_a: Backend) -> None:
     """The status the test switches to is what the probe judges, check by check."""
     target = http(ADDR_A, backend_a)
     backend_a.status = 503
-    result = check_target(target)
+    result = probe(target)
     assert (result.ok, result.detail) == (False, "status 503")
     backend_a.status = 200
-    assert check_target(target).ok
+    assert probe(target).ok
 
 
 def test_expect_status_is_the_set_given(backend_a: Backend) -> None:
     """Only the configured statuses pass: 204 fails a check that expects 200 alone."""
     backend_a.status = 204
     backend_a.body = b""
-    assert check_target(http(ADDR_A, backend_a, expect_status=frozenset({204}))).ok
-    result = check_target(http(ADDR_A, backend_a, expect_status=frozenset({200})))
+    assert probe(http(ADDR_A, backend_a, expect_status=frozenset({204}))).ok
+    result = probe(http(ADDR_A, backend_a, expect_status=frozenset({200})))
     assert (result.ok, result.detail) == (False, "status 204")
 
 
@@ -70,8 +70,8 @@ def test_redirects_are_not_followed(backend_a: Backend, backend_b: Backend) -> N
     """A 302 is judged as a 302: the probe never follows it to another server."""
     backend_a.status = 302
     backend_a.location = f"http://{ADDR_B}:{backend_b.port}/elsewhere"
-    assert check_target(http(ADDR_A, backend_a)).detail == "status 302"
-    result = check_target(http(ADDR_A, backend_a, expect_status=frozenset({200})))
+    assert probe(http(ADDR_A, backend_a)).detail == "status 302"
+    result = probe(http(ADDR_A, backend_a, expect_status=frozenset({200})))
     assert (result.ok, result.detail) == (False, "status 302")
     assert backend_b.requests == []
 
@@ -79,24 +79,24 @@ def test_redirects_are_not_followed(backend_a: Backend, backend_b: Backend) -> N
 def test_body_substring(backend_a: Backend) -> None:
     """With ``body`` set, the decoded body must contain it; a 200 without it fails."""
     backend_a.body = "state: OK ✓".encode()
-    assert check_target(http(ADDR_A, backend_a, body="OK ✓")).ok
+    assert probe(http(ADDR_A, backend_a, body="OK ✓")).ok
     backend_a.body = b"state: DEGRADED"
-    result = check_target(http(ADDR_A, backend_a, body="OK"))
+    result = probe(http(ADDR_A, backend_a, body="OK"))
     assert (result.ok, result.detail) == (False, "status 200, body lacks 'OK'")
 
 
 def test_body_is_read_only_up_to_the_limit(backend_a: Backend) -> None:
     """Text past the first 64 KiB of a body is not looked at (and not downloaded)."""
     backend_a.body = b"x" * BODY_LIMIT + b"OK"
-    assert not check_target(http(ADDR_A, backend_a, body="OK")).ok
+    assert not probe(http(ADDR_A, backend_a, body="OK")).ok
     backend_a.body = b"x" * (BODY_LIMIT - 2) + b"OK"
-    assert check_target(http(ADDR_A, backend_a, body="OK")).ok
+    assert probe(http(ADDR_A, backend_a, body="OK")).ok
 
 
 def test_host_header_is_the_configured_host(backend_a: Backend) -> None:
     """The Host header is the check's host (the address when none is set), not the address."""
-    assert check_target(http(ADDR_A, backend_a, host="www.gslb.test")).ok
-    assert check_target(http(ADDR_A, backend_a)).ok
+    assert probe(http(ADDR_A, backend_a, host="www.gslb.test")).ok
+    assert probe(http(ADDR_A, backend_a)).ok
     hosts = [host for _, host in backend_a.requests]
     assert hosts == ["www.gslb.test", f"{ADDR_A}:{backend_a.port}"]
 
@@ -104,15 +104,15 @@ def test_host_header_is_the_configured_host(backend_a: Backend) -> None:
 def test_each_address_is_probed_on_its_own(backend_a: Backend, backend_b: Backend) -> None:
     """Two targets with the same host but different addresses reach their own servers."""
     backend_b.status = 503
-    assert check_target(http(ADDR_A, backend_a, host="www.gslb.test")).ok
-    assert not check_target(http(ADDR_B, backend_b, host="www.gslb.test")).ok
+    assert probe(http(ADDR_A, backend_a, host="www.gslb.test")).ok
+    assert not probe(http(ADDR_B, backend_b, host="www.gslb.test")).ok
     assert len(backend_a.requests) == len(backend_b.requests) == 1
 
 
 def test_connection_refused_fails() -> None:
     """Nothing listening: a failure that says so, without waiting out the timeout."""
     port = free_port(ADDR_A)
-    result = check_target(CheckTarget(ADDR_A, replace(HTTP, port=port)))
+    result = probe(CheckTarget(ADDR_A, replace(HTTP, port=port)))
     assert (result.ok, result.detail) == (False, "connection refused")
 
 
@@ -122,7 +122,7 @@ def test_a_server_that_never_answers_times_out() -> None:
         listener.bind((ADDR_A, 0))
         listener.listen(4)  # the kernel completes the handshake; nobody ever reads
         port = listener.getsockname()[1]
-        result = check_target(CheckTarget(ADDR_A, replace(HTTP, port=port, timeout=0.3)))
+        result = probe(CheckTarget(ADDR_A, replace(HTTP, port=port, timeout=0.3)))
     assert (result.ok, result.detail) == (False, "timeout")
 
 
@@ -133,9 +133,9 @@ def test_tcp_check_connects_or_is_refused() -> None:
         listener.bind((ADDR_B, 0))
         listener.listen(4)
         port = listener.getsockname()[1]
-        result = check_target(CheckTarget(ADDR_B, replace(tcp, port=port)))
+        result = probe(CheckTarget(ADDR_B, replace(tcp, port=port)))
         assert (result.ok, result.detail) == (True, "connected")
-    result = check_target(CheckTarget(ADDR_B, replace(tcp, port=free_port(ADDR_B))))
+    result = probe(CheckTarget(ADDR_B, replace(tcp, port=free_port(ADDR_B))))
     assert (result.ok, result.detail) == (False, "connection refused")
 
 
@@ -152,11 +152,11 @@ def ipv6_loopback() -> bool:
 def test_ipv6_targets() -> None:
     """HTTP and TCP checks of an IPv6 address; the default Host header brackets it."""
     with serving("::1", Backend()) as backend:
-        assert check_target(http("::1", backend)).ok
+        assert probe(http("::1", backend)).ok
         tcp = CheckTarget("::1", HealthCheck(protocol="TCP", port=backend.port, timeout=5.0))
-        assert check_target(tcp).ok
+        assert probe(tcp).ok
         backend.status = 500
-        assert check_target(http("::1", backend)).detail == "status 500"
+        assert probe(http("::1", backend)).detail == "status 500"
         assert backend.requests[0][1] == f"[::1]:{backend.port}"
 
 
@@ -217,7 +217,7 @@ def https(backend: Backend, **check: object) -> CheckTarget:
 
 def test_https_sends_host_as_sni_and_header(tls_backend: Backend) -> None:
     """Connecting to the address, the probe names the host in SNI and in the Host header."""
-    result = check_target(https(tls_backend, host=CERT_NAME))
+    result = probe(https(tls_backend, host=CERT_NAME))
     assert (result.ok, result.detail) == (True, "status 200")
     assert tls_backend.sni == [CERT_NAME]
     assert tls_backend.requests == [("/_dns", CERT_NAME)]
@@ -225,23 +225,23 @@ def test_https_sends_host_as_sni_and_header(tls_backend: Backend) -> None:
 
 def test_https_without_host_sends_no_sni(tls_backend: Backend) -> None:
     """With no host there is no name to send: no SNI (an IP address is never sent as SNI)."""
-    assert check_target(https(tls_backend)).ok
+    assert probe(https(tls_backend)).ok
     assert tls_backend.sni == [None]
 
 
 def test_https_status_and_body_are_judged(tls_backend: Backend) -> None:
     """Over TLS, status and body are judged as over plain HTTP."""
     tls_backend.status = 503
-    assert check_target(https(tls_backend, host=CERT_NAME)).detail == "status 503"
+    assert probe(https(tls_backend, host=CERT_NAME)).detail == "status 503"
     tls_backend.status = 200
     tls_backend.body = b"nope"
-    assert not check_target(https(tls_backend, host=CERT_NAME, body="OK")).ok
+    assert not probe(https(tls_backend, host=CERT_NAME, body="OK")).ok
 
 
 def test_https_verification_is_opt_in(tls_backend: Backend) -> None:
     """A self-signed certificate passes without tls_verify and fails with it, saying why."""
-    assert check_target(https(tls_backend, host=CERT_NAME, tls_verify=False)).ok
-    result = check_target(https(tls_backend, host=CERT_NAME, tls_verify=True))
+    assert probe(https(tls_backend, host=CERT_NAME, tls_verify=False)).ok
+    result = probe(https(tls_backend, host=CERT_NAME, tls_verify=True))
     assert not result.ok
     assert "CERTIFICATE_VERIFY_FAILED" in result.detail
     assert len(tls_backend.requests) == 1  # the failed handshake never got to send a request
@@ -249,7 +249,7 @@ def test_https_verification_is_opt_in(tls_backend: Backend) -> None:
 
 def test_plain_http_to_a_tls_port_fails_cleanly(tls_backend: Backend) -> None:
     """A protocol mismatch is a failed result with the exception named, never an exception."""
-    result = check_target(http(ADDR_B, tls_backend))
+    result = probe(http(ADDR_B, tls_backend))
     assert not result.ok
     assert result.detail
 
@@ -259,8 +259,8 @@ def test_https_verification_checks_the_host_name(
 ) -> None:
     """With the certificate trusted, tls_verify checks it against host, not against the address."""
     monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))  # OpenSSL's default trust store
-    assert check_target(https(tls_backend, host=CERT_NAME, tls_verify=True)).ok
-    result = check_target(https(tls_backend, host="other.test", tls_verify=True))
+    assert probe(https(tls_backend, host=CERT_NAME, tls_verify=True)).ok
+    result = probe(https(tls_backend, host="other.test", tls_verify=True))
     assert not result.ok
     assert "Hostname mismatch" in result.detail
-    assert not check_target(https(tls_backend, tls_verify=True)).ok  # the address is not the name
+    assert not probe(https(tls_backend, tls_verify=True)).ok  # the address is not the name

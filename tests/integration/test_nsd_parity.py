@@ -115,7 +115,7 @@ def _start_anycastedge(zones_dir: Path, log: Path) -> tuple[subprocess.Popen[byt
                 "--listen", f"127.0.0.1:{port}",
                 "--control", f"127.0.0.1:{cport}",
             ],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=log.parent,
         )  # fmt: skip
     return proc, port
 

@@ -31,15 +31,8 @@ from anycastedge.config.pop import SoaConfig, load_pop
 from anycastedge.config.zones import build_zone, load_zones
 from anycastedge.dns.zone import Zone
 from anycastedge.errors import ConfigError, Problem
-from anycastedge.gslb.model import (
-    CheckTarget,
-    DynamicRecord,
-    HealthCheck,
-    Pool,
-    PoolValue,
-    Rule,
-    StickyPrefix,
-)
+from anycastedge.gslb.model import DynamicRecord, Pool, PoolValue, Rule, StickyPrefix
+from anycastedge.health.check import CheckTarget, HealthCheck
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "dynamic"
 DOCS_ZONE = FIXTURES / "unit.tests.yaml"

@@ -201,8 +201,14 @@ class Source:
     """What the protocols read the Responder in service from (reload swaps ``responder``)."""
 
     responder: Responder
-    errors: int = 0
-    dropped: int = 0
+
+    @property
+    def errors(self) -> int:
+        return self.responder.counters.internal_errors
+
+    @property
+    def dropped(self) -> int:
+        return self.responder.counters.udp_send_failures
 
 
 @dataclass

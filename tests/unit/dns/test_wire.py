@@ -16,9 +16,11 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
+from anycastedge.dns.counters import DnsCounters
 from anycastedge.dns.engine import Answer, resolve
 from anycastedge.dns.wire import Responder
 from anycastedge.dns.zone import ZoneSet
+from anycastedge.health.check import PROBE_EDNS_OPTION
 
 NSID = dns.edns.OptionType.NSID
 MakeResponder = Callable[..., Responder]
@@ -505,8 +507,9 @@ def test_no_reply_to_response_after_the_same_query_was_cached(responder: Respond
 
 def test_metric_counts_by_zone_qtype_rcode_transport(make_responder: MakeResponder) -> None:
     """Every answered query is counted once under (zone, qtype, rcode, transport)."""
-    counts: dict[tuple[str, str, str, str], int] = {}
-    responder = make_responder(counts=counts)
+    counters = DnsCounters()
+    counts = counters.responses
+    responder = make_responder(counters=counters)
     for qid in range(3):
         responder.respond(query("www.engine.test.", qid=qid), False)  # one cold, two cached
     responder.respond(query("www.engine.test."), True)
@@ -531,7 +534,7 @@ def test_metric_counts_by_zone_qtype_rcode_transport(make_responder: MakeRespond
         ("engine.test", "MX", "NOERROR", "udp"): 1,
         ("-", "A", "REFUSED", "udp"): 1,
         ("engine.test", "AXFR", "REFUSED", "tcp"): 1,
-        ("-", "TXT", "NOERROR", "udp"): 1,
+        ("(chaos)", "TXT", "NOERROR", "udp"): 1,  # not under "-", which means errors
         ("engine.test", "other", "NOERROR", "udp"): 1,
         ("-", "A", "BADVERS", "udp"): 1,
         ("-", "-", "FORMERR", "udp"): 1,
@@ -540,10 +543,28 @@ def test_metric_counts_by_zone_qtype_rcode_transport(make_responder: MakeRespond
     }
 
 
+def test_health_check_queries_are_counted_apart(make_responder: MakeResponder) -> None:
+    """The BGP hook's DNS checks (marked with our EDNS option) get the same answer as a client
+    but are counted apart and never cached, so a cached client answer never counts as a check."""
+    counters = DnsCounters()
+    responder = make_responder(counters=counters)
+    marker = dns.edns.GenericOption(dns.edns.OptionType.make(PROBE_EDNS_OPTION), b"")
+    check = dns.message.make_query("www.engine.test.", "A", use_edns=0, options=[marker])
+    client = dns.message.make_query("www.engine.test.", "A", use_edns=0)
+    for _ in range(3):
+        check_reply = dns.message.from_wire(responder.respond(check.to_wire(), False) or b"")
+        client_reply = dns.message.from_wire(responder.respond(client.to_wire(), False) or b"")
+        assert check_reply.answer == client_reply.answer and check_reply.answer
+    key = ("engine.test", "A", "NOERROR", "udp")
+    assert counters.probe_responses == {key: 3}
+    assert counters.responses == {key: 3}
+
+
 def test_metric_labels_are_bounded(make_responder: MakeResponder) -> None:
     """Random types and names do not grow the metric label space beyond a fixed set."""
-    counts: dict[tuple[str, str, str, str], int] = {}
-    responder = make_responder(counts=counts)
+    counters = DnsCounters()
+    counts = counters.responses
+    responder = make_responder(counters=counters)
     for i in range(200):
         responder.respond(query(f"r{i}.example.org.", f"TYPE{1000 + i}"), False)
         responder.respond(query(f"r{i}.engine.test.", f"TYPE{2000 + i}"), False)

@@ -17,7 +17,7 @@ from anycastedge.config.zones import load_zones
 from anycastedge.dns.wire import Responder
 from anycastedge.gslb.decider import Decider
 from anycastedge.gslb.geo import GeoLocator
-from anycastedge.gslb.model import CheckTarget
+from anycastedge.health.check import CheckTarget
 
 ZONE = """---
 '':
@@ -138,7 +138,7 @@ def test_weighted_answers_are_drawn_per_query_not_cached(responder: Responder) -
     seen = [answer(ask(responder, "www.dyn.test.", NA, qid=i))[0] for i in range(400)]
     heavy = sum(a.endswith("127.0.0.22") for a in seen)
     assert 240 < heavy < 360
-    pools = responder.pool_counts
+    pools = responder.counters.pool_answers
     assert pools[("www.dyn.test. A", "na")] == 400
 
 
@@ -146,7 +146,7 @@ def test_cached_answers_still_count_per_pool(responder: Responder) -> None:
     """Answers served from the response cache are counted per pool like the first one."""
     for qid in range(5):
         ask(responder, "www.dyn.test.", qid=qid)
-    assert responder.pool_counts[("www.dyn.test. A", "eu")] == 5
+    assert responder.counters.pool_answers[("www.dyn.test. A", "eu")] == 5
 
 
 def test_dynamic_cname_then_dynamic_a(responder: Responder) -> None:
@@ -155,8 +155,8 @@ def test_dynamic_cname_then_dynamic_a(responder: Responder) -> None:
     assert answer(eu) == ["alias.dyn.test. CNAME www.dyn.test.", "www.dyn.test. A 127.0.0.11"]
     na = ask(responder, "alias.dyn.test.", NA)
     assert answer(na) == ["alias.dyn.test. CNAME plain.dyn.test.", "plain.dyn.test. A 127.0.0.1"]
-    assert responder.pool_counts[("alias.dyn.test. CNAME", "eu")] == 1
-    assert responder.pool_counts[("www.dyn.test. A", "eu")] == 1
+    assert responder.counters.pool_answers[("alias.dyn.test. CNAME", "eu")] == 1
+    assert responder.counters.pool_answers[("www.dyn.test. A", "eu")] == 1
 
 
 def test_dynamic_wildcard_answers_with_the_query_name(responder: Responder) -> None:

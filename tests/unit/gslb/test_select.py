@@ -18,9 +18,7 @@ from anycastedge.gslb.model import (
     DOWN,
     OBEY,
     UP,
-    CheckTarget,
     DynamicRecord,
-    HealthCheck,
     Pool,
     PoolValue,
     Rule,
@@ -35,6 +33,7 @@ from anycastedge.gslb.select import (
     sticky,
     sticky_key,
 )
+from anycastedge.health.check import CheckTarget, HealthCheck
 
 CHECK = HealthCheck(protocol="HTTP", port=8080)
 LOCATOR = GeoLocator(

@@ -10,7 +10,7 @@ import pytest
 from twisted.internet import task
 from twisted.internet.defer import Deferred
 
-from anycastedge.gslb.model import CheckTarget, HealthCheck
+from anycastedge.health.check import CheckTarget, HealthCheck
 from anycastedge.health.monitor import UNCHECKED, HealthMonitor
 from anycastedge.health.probes import ProbeResult
 from anycastedge.health.state import State

@@ -1,0 +1,54 @@
+"""What the control endpoint may read of the running server, and the one thing it may ask."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from twisted.internet.defer import Deferred
+
+from anycastedge.config.pop import PopConfig
+from anycastedge.dns.counters import DnsCounters
+from anycastedge.dns.service import ReloadLog
+from anycastedge.dns.zone import ZoneSet
+from anycastedge.gslb.model import DynamicRecord
+from anycastedge.health.check import CheckTarget
+from anycastedge.health.monitor import TargetStatus
+
+
+class Zones(Protocol):
+    """The zone service, read-only."""
+
+    @property
+    def zones(self) -> ZoneSet: ...
+
+    @property
+    def reloads(self) -> ReloadLog: ...
+
+    @property
+    def pid(self) -> int: ...
+
+
+class Checks(Protocol):
+    """The health monitor, read-only."""
+
+    def serving(self, target: CheckTarget) -> bool: ...
+
+    def status(self, target: CheckTarget) -> TargetStatus: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ServerView:
+    """Everything /status, /metrics and /reload use; assembled by the app."""
+
+    config: PopConfig
+    zones: Zones
+    counters: DnsCounters
+    checks: Checks
+    probed: Callable[[CheckTarget], bool]  # inside dns.check_networks
+    reload: Callable[[str], Deferred[bool]]
+
+    def dynamic_records(self) -> list[DynamicRecord]:
+        """Every dynamic record being served."""
+        return [record for zone in self.zones.zones for record in zone.dynamic.values()]
