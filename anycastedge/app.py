@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,9 @@ from anycastedge.dns.server import DnsDatagramProtocol, DnsStreamFactory
 from anycastedge.dns.service import Built, Serials, ZoneService
 from anycastedge.dns.wire import Responder
 from anycastedge.errors import Problem
+from anycastedge.gslb.checks import GslbChecks
 from anycastedge.gslb.decider import Decider
 from anycastedge.gslb.geo import GeoLocator
-from anycastedge.gslb.model import DynamicRecord
-from anycastedge.gslb.select import every_pool_down
 from anycastedge.health.check import CheckTarget
 from anycastedge.health.monitor import HealthMonitor
 
@@ -48,46 +47,7 @@ def zone_fingerprint(paths: list[Path]) -> Hashable:
     return tuple(out)
 
 
-@dataclass(slots=True)
-class Gslb:
-    """The GSLB parts of one server: the health monitor and what it is told to check."""
-
-    monitor: HealthMonitor
-    check_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-    records: list[DynamicRecord] = field(default_factory=list)
-    all_down: set[str] = field(default_factory=set)  # labels of records with every pool down
-
-    def probed(self, target: CheckTarget) -> bool:
-        """Whether ``target`` lies in ``dns.check_networks`` (others are served unchecked)."""
-        address = ipaddress.ip_address(target.address)
-        return any(address in network for network in self.check_networks)
-
-    def serve(self, records: list[DynamicRecord]) -> None:
-        """Check what ``records`` need from now on."""
-        self.records = records
-        targets = {t for r in records for t in r.targets}
-        checked = {t for t in targets if self.probed(t)}
-        for target in sorted(targets - checked, key=str):
-            log.warn(
-                "not checking {target}: outside dns.check_networks, served as up",
-                target=str(target),
-            )
-        self.monitor.update(checked)
-        self.review()
-
-    def review(self) -> None:
-        """Warn once when a record starts answering its own values because every pool is down."""
-        now = {r.label for r in self.records if every_pool_down(r, self.monitor.serving)}
-        for label in sorted(now - self.all_down):
-            log.warn(
-                "{record}: every pool is down, answering the record's own values", record=label
-            )
-        for label in sorted(self.all_down - now):
-            log.info("{record}: a pool is up again", record=label)
-        self.all_down = now
-
-
-def _builder(config: PopConfig, counters: DnsCounters, gslb: Gslb) -> Any:
+def _builder(config: PopConfig, counters: DnsCounters, gslb: GslbChecks) -> Any:
     dns = config.dns
 
     def build(serials: Serials) -> Built:
@@ -126,7 +86,7 @@ def build_app(config: PopConfig, reactor: Any) -> App:
         zones.responder.health_changed()  # the monitor has logged the change
         gslb.review()
 
-    gslb = Gslb(
+    gslb = GslbChecks(
         HealthMonitor(reactor, on_change=health_changed),
         tuple(ipaddress.ip_network(n) for n in dns.check_networks),
     )

@@ -10,7 +10,8 @@ from typing import Any
 import dns.name
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
-from anycastedge.app import Gslb, zone_fingerprint
+from anycastedge.app import zone_fingerprint
+from anycastedge.gslb.checks import GslbChecks
 from anycastedge.gslb.model import DynamicRecord, Pool, PoolValue, Rule
 from anycastedge.health.check import CheckTarget, HealthCheck
 
@@ -63,7 +64,7 @@ def test_every_pool_down_warns_once_per_change() -> None:
     """The record falls back to its own values: one warning when that starts, none while it
     lasts, and again only after a pool was up in between."""
     monitor = FakeMonitor()
-    gslb = Gslb(monitor, (ipaddress.ip_network("127.0.0.0/8"),))  # type: ignore[arg-type]
+    gslb = GslbChecks(monitor, (ipaddress.ip_network("127.0.0.0/8"),))
     events: list[dict[str, Any]] = []
     globalLogPublisher.addObserver(events.append)
     try:
@@ -89,7 +90,7 @@ def test_every_pool_down_warns_once_per_change() -> None:
 def test_targets_outside_check_networks_are_not_probed() -> None:
     """Only targets inside dns.check_networks reach the monitor; the others are served as up."""
     monitor = FakeMonitor()
-    gslb = Gslb(monitor, (ipaddress.ip_network("127.0.0.11/32"),))  # type: ignore[arg-type]
+    gslb = GslbChecks(monitor, (ipaddress.ip_network("127.0.0.11/32"),))
     gslb.serve([_record()])
     assert monitor.checked == {EU}
     assert gslb.probed(EU) and not gslb.probed(NA)
