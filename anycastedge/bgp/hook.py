@@ -88,7 +88,7 @@ class Hook:
         checks = health.checks
         futures = {pool.submit(self.probe_fn, c, health.timeout): c for c in checks}
         done, _ = wait(futures, timeout=health.timeout + 0.5)
-        ok = True
+        ok = bool(checks)  # nothing checked vouches for nothing (config refuses this too)
         now = time.time()
         for future, check in futures.items():
             if future in done:

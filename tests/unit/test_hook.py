@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,14 @@ def test_http_and_tcp_probes_against_a_local_server() -> None:
         "port unreachable",
         "timeout",
     )
+
+
+def test_a_round_without_checks_fails(tmp_path: Path) -> None:
+    """Nothing checked vouches for nothing: with no checks the POP never rises (fail closed)."""
+    hook, _ = make_hook(tmp_path, threading.Event())
+    health = dataclasses.replace(hook.config.bgp.health, checks=())
+    hook.config = dataclasses.replace(
+        hook.config, bgp=dataclasses.replace(hook.config.bgp, health=health)
+    )
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assert hook.check_round(pool) is False
