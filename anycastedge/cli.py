@@ -20,7 +20,7 @@ from anycastedge.config.pop import (
     parse_loopback,
 )
 from anycastedge.config.reader import parse_hostport
-from anycastedge.errors import ConfigError, Problem
+from anycastedge.errors import ConfigError, Location, Problem
 
 
 def _hostport(text: str) -> tuple[str, int]:
@@ -176,7 +176,9 @@ def cmd_bgp_render(args: argparse.Namespace) -> int:
     from anycastedge.bgp.exabgp import render_config, render_environment
 
     config = _pop_config(args)
-    text = render_config(config)
+    # --portable names pop.yaml only in a comment, as typed: never the resolved path.
+    portable = _config_path(args.config) if args.portable else None
+    text = render_config(config, portable_from=portable)
     if args.output:
         out = Path(args.output)
         out.write_text(text)
@@ -192,13 +194,24 @@ def cmd_bgp_hook(args: argparse.Namespace) -> int:
     """Run as ExaBGP's API process."""
     from anycastedge.bgp.hook import ConfigFile
     from anycastedge.bgp.hook import main as hook_main
+    from anycastedge.config.bgp import NO_CHECKS
 
     try:
-        return hook_main(ConfigFile(_pop_config_path(args)), sys.stdin, sys.stdout)
+        config_file = ConfigFile(_pop_config_path(args))
+        config = config_file.load()
+        if not config.bgp.health.checks:
+            # No bgp: section at all (one without checks does not load): nothing to vouch with.
+            where = Location(str(config.source)) if config.source else None
+            raise ConfigError([Problem(f"bgp.health.checks: {NO_CHECKS}", where)])
     except (ConfigError, OSError) as exc:
         # Exit at once: ExaBGP gives up after five quick deaths and takes the session down.
         _print_problems(exc.problems if isinstance(exc, ConfigError) else [Problem(str(exc))])
+        path = _config_path(args.config)
+        if path is not None and not path.is_absolute():
+            # The usual cause under ExaBGP, which runs its processes from /.
+            print(f"(the relative {path} was read from {Path.cwd()})", file=sys.stderr)
         return 2
+    return hook_main(config_file, config, sys.stdin, sys.stdout)
 
 
 def cmd_pop_withdraw(args: argparse.Namespace) -> int:
@@ -275,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     render = bgp.add_parser("render", help="write the ExaBGP config for this POP")
     render.add_argument("-c", "--config")
     render.add_argument("-o", "--output", help="config file (its environment goes to FILE.env)")
+    render.add_argument(
+        "--portable",
+        action="store_true",
+        help="name no path of this machine: the hook runs as `anycastedge` from ExaBGP's PATH "
+        "and reads $ANYCASTEDGE_CONFIG (default: this Python, -c with the absolute pop.yaml)",
+    )
     render.set_defaults(func=cmd_bgp_render)
     hook = bgp.add_parser("hook", help="run as ExaBGP's API process")
     hook.add_argument("-c", "--config")

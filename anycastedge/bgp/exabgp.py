@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from anycastedge.config.pop import PopConfig
+from anycastedge.errors import ConfigError, Location, Problem
 
 PROCESS = "anycastedge-hook"
 
@@ -24,22 +25,68 @@ ENVIRONMENT = {
 }
 
 
-def hook_command(config_path: Path, python: str | None = None) -> str:
-    """The command ExaBGP runs as its API process."""
-    args = [python or sys.executable, "-m", "anycastedge", "bgp", "hook", "-c", str(config_path)]
+ENTRY_POINT = "anycastedge"  # the console script; --portable leaves finding it to ExaBGP
+CONFIG_ENV = "ANYCASTEDGE_CONFIG"  # read by every command given no -c, the hook included
+
+
+def hook_command(config_path: Path | str | None, python: str | None = None) -> str:
+    """The command ExaBGP runs as its API process.
+
+    With a ``config_path``: this very Python (``-m anycastedge``) and that path, which should be
+    absolute: ExaBGP changes its working directory to / before it starts the hook. Without one
+    (portable): the ``anycastedge`` entry point, which ExaBGP looks up on its PATH when it loads
+    the config, and no -c, so the hook reads the pop.yaml named by $ANYCASTEDGE_CONFIG, which
+    ExaBGP passes on to it with the rest of its environment.
+    """
+    args = [ENTRY_POINT] if config_path is None else [python or sys.executable, "-m", "anycastedge"]
+    args += ["bgp", "hook"]
+    if config_path is not None:
+        args += ["-c", str(config_path)]
     return " ".join(shlex.quote(a) for a in args)
 
 
-def render_config(config: PopConfig, python: str | None = None) -> str:
-    """The ExaBGP configuration file."""
+def render_config(
+    config: PopConfig,
+    python: str | None = None,
+    *,
+    portable_from: Path | str | None = None,
+) -> str:
+    """The ExaBGP configuration file.
+
+    With ``portable_from`` (the pop.yaml path as the operator typed it, named only in a comment)
+    the file names no path of the machine it was rendered on: see ``hook_command``.
+
+    Raises ConfigError when there is nothing to render: a config without neighbors would run the
+    hook and never announce anything, a mistake worth a loud failure.
+    """
     if config.source is None:
         raise ValueError("rendering needs a pop.yaml file (the hook is started with -c)")
+    if not config.bgp.neighbors:
+        raise ConfigError(
+            [
+                Problem(
+                    "bgp.neighbors: no BGP neighbors to render a session for "
+                    "(add at least one {address, peer_as, port} under bgp:)",
+                    Location(str(portable_from or config.source)),
+                )
+            ]
+        )
+    if portable_from is None:
+        header = [f"# Rendered by `anycastedge bgp render` from {config.source}; do not edit."]
+        run = hook_command(config.source, python)
+    else:
+        header = [
+            f"# Rendered by `anycastedge bgp render --portable` from {portable_from}; do not edit.",
+            "# Start ExaBGP with `anycastedge` on its PATH and with",
+            f"# {CONFIG_ENV}=<absolute path of {portable_from}> in its environment.",
+        ]
+        run = hook_command(None)
     bgp = config.bgp
     families = {ipaddress.ip_network(p).version for p in config.anycast} or {4}
     lines = [
-        f"# Rendered by `anycastedge bgp render` from {config.source}; do not edit.",
+        *header,
         f"process {PROCESS} {{",
-        f"    run {hook_command(config.source, python)};",
+        f"    run {run};",
         "    encoder text;",
         "}",
         "",

@@ -263,9 +263,8 @@ def read_acks(stream: IO[str], hook: Hook) -> None:
     hook.stop.set()
 
 
-def main(config_file: ConfigFile, stdin: IO[str], stdout: IO[str]) -> int:
-    """Entry point of `anycastedge bgp hook`; raises ConfigError if pop.yaml is invalid."""
-    config = config_file.load()
+def main(config_file: ConfigFile, config: PopConfig, stdin: IO[str], stdout: IO[str]) -> int:
+    """Entry point of `anycastedge bgp hook`: ``config`` was just loaded from ``config_file``."""
     logging.basicConfig(level=logging.INFO, format="anycastedge-hook %(levelname)s %(message)s")
     hook = Hook(config, stdout, config_file=config_file)
     signal.signal(signal.SIGTERM, lambda signum, frame: hook.stop.set())

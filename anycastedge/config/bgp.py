@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from anycastedge.config.reader import Reader, parse_hostport
+from anycastedge.errors import Location, Problem
 from anycastedge.health.check import CheckTarget, HealthCheck
 
 GRACEFUL_SHUTDOWN = "65535:0"  # RFC 8326
@@ -137,8 +138,17 @@ def _check(item: Any, index: int, parent: Reader, timeout: float) -> CheckTarget
     return target
 
 
-def read_bgp(r: Reader) -> BgpConfig:
-    """Validate the ``bgp:`` mapping, recording every problem in the reader."""
+NO_CHECKS = (
+    "at least one check is required: without checks the anycast prefixes would be announced "
+    "whether or not this POP answers"
+)
+
+
+def read_bgp(r: Reader, where: Location | None = None) -> BgpConfig:
+    """Validate the ``bgp:`` mapping, recording every problem in the reader.
+
+    ``where`` is the line of the ``bgp:`` key itself, for problems about keys left out of it.
+    """
     d = BgpConfig()
     neighbors = []
     for i, item in enumerate(r.get("neighbors", list, [])):
@@ -162,8 +172,18 @@ def read_bgp(r: Reader) -> BgpConfig:
         drain = RouteAttributes(drain.med, drain.communities + (GRACEFUL_SHUTDOWN,), drain.prepend)
     h_r = r.child("health")
     timeout = h_r.number("timeout", d.health.timeout, 0.05, 60)
-    items = h_r.get("checks", list, [])
-    checks = [_check(item, i, h_r, timeout) for i, item in enumerate(items)]
+    check_items = h_r.get("checks", list, [])
+    checks = [_check(item, i, h_r, timeout) for i, item in enumerate(check_items or [])]
+    if "checks" not in h_r.data or h_r.data["checks"] == []:
+        # Fail closed: a hook with nothing to check would vouch for a POP whose DNS is dead.
+        # The line is the innermost of checks:, health: and bgp: that was written.
+        if "checks" in h_r.data:
+            at = h_r.location("checks")
+        elif "health" in r.data:
+            at = r.location("health")
+        else:
+            at = where or r.where
+        r.problems.append(Problem(f"{h_r.path}.checks: {NO_CHECKS}", at))
     health = HealthConfig(
         interval=h_r.number("interval", d.health.interval, 0.05, 3600),
         fast_interval=h_r.number("fast_interval", d.health.fast_interval, 0.05, 3600),

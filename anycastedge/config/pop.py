@@ -197,9 +197,13 @@ def load_pop(path: Path | str) -> PopConfig:
     default_control: HostPort | None = ("127.0.0.1", 9053)
     control = ControlConfig(listen=control_r.converted("listen", parse_loopback, default_control))
     control_r.finish()
-    bgp_r = r.child("bgp")
-    bgp = read_bgp(bgp_r)
-    bgp_r.finish()
+    # Without a bgp: section this POP does no BGP (the hook refuses to run, render to write);
+    # with one, it is validated in full, health checks included.
+    bgp = BgpConfig()
+    if "bgp" in r.data:
+        bgp_r = r.child("bgp")
+        bgp = read_bgp(bgp_r, r.location("bgp"))
+        bgp_r.finish()
     forward = r.get("forward", dict, {})
     r.finish()
     if problems:

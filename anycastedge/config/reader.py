@@ -49,6 +49,10 @@ class Reader:
             return self.data.where(key)
         return self.where
 
+    def location(self, key: str) -> Location:
+        """Where ``key`` was written, else where this mapping was."""
+        return self._loc(key)
+
     def _name(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.bgp import POP_AS, BirdRouter, ExaBgp
+from tests.support.bgp import BIRD_CONF, POP_AS, REPO, BirdRouter, ExaBgp
 from tests.support.procs import free_port
 from tests.support.server import ServerHandle, copy_repo_zones, start_server, wait_for
 
@@ -137,6 +137,62 @@ def test_rendered_config_validates(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"connect {1790}" in conf.read_text()
+
+
+def test_committed_bird_conf_parses_as_is(tmp_path: Path) -> None:
+    """`bird -p -c bgp/bird.conf` accepts the walkthrough's router, from any directory."""
+    result = subprocess.run(
+        ["bird", "-p", "-c", str(BIRD_CONF)], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Without its port file it does not: the include is real, not a comment.
+    shutil.copyfile(BIRD_CONF, tmp_path / "bird.conf")
+    result = subprocess.run(
+        ["bird", "-p", "-c", str(tmp_path / "bird.conf")], capture_output=True, text=True
+    )
+    assert result.returncode != 0 and "bird-port.conf" in result.stderr
+
+
+def render_example(out: Path) -> subprocess.CompletedProcess[str]:
+    """`anycastedge bgp render -c examples/pop.yaml --portable -o OUT`, from the repository."""
+    return subprocess.run(
+        [sys.executable, "-m", "anycastedge", "bgp", "render", "-c", "examples/pop.yaml"]
+        + ["--portable", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=30,
+    )
+
+
+def test_committed_exabgp_conf_is_a_fresh_render(tmp_path: Path) -> None:
+    """bgp/exabgp.conf and its .env are exactly what render writes today; no machine path."""
+    rendered = render_example(tmp_path / "exabgp.conf")
+    assert rendered.returncode == 0, rendered.stderr
+    for name in ("exabgp.conf", "exabgp.conf.env"):
+        committed = (REPO / "bgp" / name).read_text()
+        assert committed == (tmp_path / name).read_text(), f"re-render bgp/{name}"
+        assert str(REPO) not in committed and str(Path(sys.executable).parent) not in committed
+    assert "    run anycastedge bgp hook;\n" in (REPO / "bgp" / "exabgp.conf").read_text()
+
+
+def test_committed_exabgp_conf_validates() -> None:
+    """ExaBGP 5 accepts bgp/exabgp.conf, started as the walkthrough starts it."""
+    conf = REPO / "bgp" / "exabgp.conf"
+    env = dict(os.environ)
+    env.update(line.split("=", 1) for line in Path(f"{conf}.env").read_text().splitlines() if line)
+    venv_bin = Path(sys.executable).parent
+    env["PATH"] = f"{venv_bin}:{env.get('PATH', '')}"  # where ExaBGP finds `anycastedge`
+    env["ANYCASTEDGE_CONFIG"] = str(REPO / "examples" / "pop.yaml")
+    result = subprocess.run(
+        [str(venv_bin / "exabgp"), "validate", str(conf)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_announce_drain_withdraw_announce(tmp_path: Path) -> None:

@@ -480,3 +480,64 @@ def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
         assert server.process.wait(timeout=20) == 0, server.log_text()
         assert "Traceback" not in server.log_text(), server.log_text()
         assert port_is_free(server.dns_port)
+
+
+def test_bgp_render_without_neighbors_fails_naming_the_key_and_file(tmp_path: Path) -> None:
+    """No neighbors: exit 1, `bgp.neighbors` and the file named, no config written."""
+    path = tmp_path / "pop.yaml"
+    path.write_text(
+        "pop: t1\nanycast: [203.0.113.53/32]\nbgp:\n"
+        "  health:\n    checks: [{kind: tcp, address: '127.0.0.1:53'}]\n"
+    )
+    out = tmp_path / "exabgp.conf"
+    proc = anycastedge("bgp", "render", "-c", str(path), "-o", str(out), cwd=tmp_path)
+    assert proc.returncode == 1
+    assert f"ERROR {path.resolve()}: bgp.neighbors: no BGP neighbors" in proc.stderr, proc.stderr
+    assert not out.exists() and not Path(f"{out}.env").exists()
+    # --portable names the file as typed.
+    proc = anycastedge("bgp", "render", "-c", "pop.yaml", "--portable", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "ERROR pop.yaml: bgp.neighbors: no BGP neighbors" in proc.stderr, proc.stderr
+    assert proc.stdout == ""
+
+
+def test_bgp_render_without_checks_fails(tmp_path: Path) -> None:
+    """A bgp: section without health checks does not render (it would announce unchecked)."""
+    path = tmp_path / "pop.yaml"
+    path.write_text(
+        "pop: t1\nbgp:\n  neighbors: [{address: 127.0.0.1, peer_as: 65000, port: 1790}]\n"
+    )
+    proc = anycastedge("bgp", "render", "-c", str(path), cwd=tmp_path)
+    assert proc.returncode == 1
+    assert f"ERROR {path}, line 2, column 1: bgp.health.checks: at least one" in proc.stderr
+    assert "announce" not in proc.stdout
+
+
+def test_bgp_hook_without_bgp_section_exits_at_once(tmp_path: Path) -> None:
+    """No bgp: section: the hook prints nothing for ExaBGP and exits 2 (nothing to check)."""
+    path = tmp_path / "pop.yaml"
+    path.write_text("pop: t1\nanycast: [203.0.113.53/32]\n")
+    proc = anycastedge("bgp", "hook", "-c", str(path), cwd=tmp_path, timeout=30)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert f"ERROR {path.resolve()}: bgp.health.checks: at least one check" in proc.stderr
+
+
+def test_bgp_render_portable_names_no_path_of_this_machine(tmp_path: Path) -> None:
+    """--portable: `anycastedge` from PATH, no -c, pop.yaml only as typed; default: absolute."""
+    (tmp_path / "site").mkdir()
+    path = tmp_path / "site" / "pop.yaml"
+    path.write_text(
+        "pop: t1\nanycast: [203.0.113.53/32]\nstate_dir: state\nbgp:\n"
+        "  neighbors: [{address: 127.0.0.1, peer_as: 65000, port: 1790}]\n"
+        "  health:\n    checks: [{kind: tcp, address: '127.0.0.1:53'}]\n"
+    )
+    portable = anycastedge("bgp", "render", "-c", "site/pop.yaml", "--portable", cwd=tmp_path)
+    assert portable.returncode == 0, portable.stderr
+    assert "    run anycastedge bgp hook;\n" in portable.stdout
+    assert "from site/pop.yaml;" in portable.stdout
+    assert str(tmp_path) not in portable.stdout and sys.executable not in portable.stdout
+    default = anycastedge("bgp", "render", "-c", "site/pop.yaml", cwd=tmp_path)
+    assert default.returncode == 0, default.stderr
+    run = f"    run {sys.executable} -m anycastedge bgp hook -c {path.resolve()};"
+    assert run in default.stdout

@@ -1,7 +1,8 @@
 """A BIRD 2 router and an ExaBGP speaker on loopback, for the BGP integration tests.
 
-BIRD listens passively on 127.0.0.1 (a free port); ExaBGP connects from 127.0.0.2, runs the
-anycastedge hook, and is stopped by its own PID. Routes are read with ``birdc show route all``.
+BIRD runs the repository's bgp/bird.conf, listening passively on 127.0.0.1 (a free port); ExaBGP
+connects from 127.0.0.2, runs the anycastedge hook, and is stopped by its own PID. Routes are read
+with ``birdc show route all``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from tests.support.procs import free_port, stop_process
 from tests.support.server import wait_for
 
 ROUTER_AS, POP_AS = 65000, 65011
+REPO = Path(__file__).resolve().parents[2]
+BIRD_CONF = REPO / "bgp" / "bird.conf"
+BIRD_PORT_FILE = "bird-port.conf"  # included by bird.conf, from its own directory
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,19 +81,11 @@ class BirdRouter:
         return self.workdir / "bird.ctl"
 
     def __enter__(self) -> BirdRouter:
+        # The committed router, byte for byte; BIRD resolves its include next to the copy, where
+        # this port file replaces the walkthrough's 1790 with a free port.
         conf = self.workdir / "bird.conf"
-        conf.write_text(
-            "router id 127.0.0.1;\n"
-            "protocol device { scan time 10; }\n"
-            "protocol bgp pop {\n"
-            f"    local 127.0.0.1 port {self.port} as {ROUTER_AS};\n"
-            f"    neighbor 127.0.0.2 as {POP_AS};\n"
-            "    multihop; passive on; hold time 9;\n"
-            "    ipv4 { import all; export none; };\n"
-            # IPv6 routes on the IPv4 session carry an IPv4 next hop (RFC 8950).
-            "    ipv6 { import all; export none; extended next hop on; };\n"
-            "}\n"
-        )
+        shutil.copyfile(BIRD_CONF, conf)
+        (self.workdir / BIRD_PORT_FILE).write_text(f"define BGP_PORT = {self.port};\n")
         log = (self.workdir / "bird.log").open("wb")
         self.process = subprocess.Popen(
             [
