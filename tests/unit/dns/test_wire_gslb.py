@@ -270,5 +270,6 @@ def test_any_ecs_option_is_answered_or_rejected(
     assert reply.rcode() == (dns.rcode.NXDOMAIN if name == "nx" else dns.rcode.NOERROR)
     [echoed] = [o for o in reply.options if isinstance(o, dns.edns.ECSOption)]
     sent = echoed.to_wire()
+    assert sent is not None
     assert sent[:3] + sent[4:] == option[:3] + option[4:]  # family, source, address as sent
     assert echoed.scopelen <= echoed.srclen
