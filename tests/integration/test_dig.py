@@ -162,13 +162,22 @@ def test_refused_outside_our_zones_without_ra(server: ServerHandle, args: tuple[
     assert r.answer == [] and r.authority == []
 
 
-def test_tcp_gives_the_same_answer(server: ServerHandle) -> None:
-    """+tcp: the answer comes over TCP and equals the UDP answer."""
-    udp = dig(server, "www.example.com", "A")
-    tcp = dig(server, "+tcp", "www.example.com", "A")
-    assert tcp.transport == "TCP", tcp.text
-    assert tcp.status == "NOERROR" and "aa" in tcp.flags, tcp.text
-    assert sorted(map(tuple, tcp.answer)) == sorted(map(tuple, udp.answer))
+WWW_EXAMPLE_COM_A = [
+    ("www.example.com.", "300", "IN", "CNAME", "web.example.com."),
+    ("web.example.com.", "60", "IN", "A", "192.0.2.80"),
+    ("web.example.com.", "60", "IN", "A", "192.0.2.81"),
+]
+
+
+@pytest.mark.parametrize(("args", "transport"), [((), "UDP"), (("+tcp",), "TCP")])
+def test_tcp_and_udp_give_the_whole_answer(
+    server: ServerHandle, args: tuple[str, ...], transport: str
+) -> None:
+    """Over UDP and over +tcp, www.example.com A is the CNAME and web's two addresses, AA."""
+    r = dig(server, *args, "www.example.com", "A")
+    assert r.transport == transport, r.text
+    assert r.status == "NOERROR" and "aa" in r.flags, r.text
+    assert sorted(map(tuple, r.answer)) == sorted(WWW_EXAMPLE_COM_A), r.text
 
 
 @pytest.mark.parametrize("args", [(), ("+tcp",)])

@@ -177,11 +177,26 @@ def test_without_ecs_answers_follow_the_source_address_and_are_cached_per_addres
     assert answer(again) == ["www.dyn.test. A 127.0.0.11"] and ecs(again) is None
 
 
-def test_tcp_and_udp_dynamic_answers_agree(responder: Responder) -> None:
-    """The dynamic path works alike over both transports."""
-    udp = ask(responder, "www.dyn.test.", tcp=False)
-    tcp = ask(responder, "www.dyn.test.", tcp=True)
-    assert answer(udp) == answer(tcp) and ecs(udp) == ecs(tcp)
+@pytest.mark.parametrize(
+    ("subnet", "expected", "echo"),
+    [
+        (EU, ["www.dyn.test. A 127.0.0.11"], ("192.0.2.0", 24, 24)),
+        ("192.0.2.0/25", ["www.dyn.test. A 127.0.0.11"], ("192.0.2.0", 25, 24)),
+    ],
+)
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+def test_dynamic_answers_over_udp_and_tcp(
+    responder: Responder,
+    tcp: bool,
+    subnet: str,
+    expected: list[str],
+    echo: tuple[str, int, int],
+) -> None:
+    """Over either transport an EU client gets the eu pool's value and ECS with the EU /24
+    scope (the rule's network, whatever the client's source prefix)."""
+    reply = ask(responder, "www.dyn.test.", subnet, tcp=tcp)
+    assert answer(reply) == expected
+    assert ecs(reply) == echo
 
 
 @pytest.mark.parametrize(
@@ -204,20 +219,57 @@ def test_malformed_ecs_is_formerr(responder: Responder, option: bytes) -> None:
     assert reply.rcode() == dns.rcode.FORMERR
 
 
+def ecs_is_well_formed(option: bytes) -> bool:
+    """RFC 7871 section 6, written out here apart from the server's parser: a known family,
+    a source prefix that fits it, exactly the octets the prefix needs, nothing set past it."""
+    if len(option) < 4:
+        return False
+    bits = {1: 32, 2: 128}.get(int.from_bytes(option[:2], "big"))
+    source, address = option[2], option[4:]
+    if bits is None or source > bits or len(address) != -(-source // 8):
+        return False
+    value = int.from_bytes(address.ljust(bits // 8, b"\0"), "big")
+    return value & ((1 << (bits - source)) - 1) == 0
+
+
+@st.composite
+def ecs_like(draw: st.DrawFn) -> bytes:
+    """ECS option data near the valid shape: any family and prefix, the address one octet short,
+    exact or long, its bits past the prefix cleared or not (random bytes rarely get that far)."""
+    family = draw(st.sampled_from([1, 2, 0, 3]))
+    source = draw(st.integers(0, 136))
+    scope = draw(st.sampled_from([0, 24, 255]))
+    length = max(0, -(-source // 8) + draw(st.integers(-1, 1)))
+    address = bytearray(draw(st.binary(min_size=length, max_size=length)))
+    if address and source % 8 and draw(st.booleans()):
+        address[-1] &= 0xFF << (8 - source % 8) & 0xFF
+    return family.to_bytes(2, "big") + bytes((source, scope)) + bytes(address)
+
+
 @settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(option=st.binary(max_size=24), name=st.sampled_from(["www", "plain", "alias", "nx"]))
+@given(
+    option=st.one_of(ecs_like(), st.binary(max_size=24)),
+    name=st.sampled_from(["www", "plain", "alias", "nx"]),
+)
 def test_any_ecs_option_is_answered_or_rejected(
     responder: Responder, option: bytes, name: str
 ) -> None:
-    """Arbitrary ECS bytes never raise: a well-formed option is answered and echoed."""
+    """Arbitrary ECS bytes never raise; a well-formed option (by RFC 7871's rules) is answered
+    and echoed as sent with a scope no longer than its source; any other is FORMERR."""
     query = dns.message.make_query(
         f"{name}.dyn.test.", "A", use_edns=0, options=[dns.edns.GenericOption(8, option)]
     )
     wire = responder.respond(query.to_wire(), False, "127.0.0.1")
     assert wire is not None
     reply = dns.message.from_wire(wire)
-    if reply.rcode() != dns.rcode.FORMERR:
-        echoed = ecs(reply)
-        assert echoed is not None and echoed[2] <= echoed[1]
+    if not ecs_is_well_formed(option):
+        assert reply.rcode() == dns.rcode.FORMERR
+        return
+    assert reply.rcode() == (dns.rcode.NXDOMAIN if name == "nx" else dns.rcode.NOERROR)
+    [echoed] = [o for o in reply.options if isinstance(o, dns.edns.ECSOption)]
+    sent = echoed.to_wire()
+    assert sent is not None
+    assert sent[:3] + sent[4:] == option[:3] + option[4:]  # family, source, address as sent
+    assert echoed.scopelen <= echoed.srclen

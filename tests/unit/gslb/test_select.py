@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 import random
+import subprocess
+import sys
 from collections import Counter
 
 import dns.name
@@ -263,15 +267,44 @@ CLIENTS = [bytes((4, 24)) + i.to_bytes(4, "big") for i in range(0, 2000 * 256, 2
 def test_sticky_answers_move_only_the_clients_of_a_removed_value(
     weights: list[int], gone: int
 ) -> None:
-    """Removing a value moves exactly its clients; adding it back takes only the clients it wins."""
+    """Removing a value moves exactly its clients; added back (last in the list, not where it
+    was) it takes back exactly those clients: answers follow the set of values, not its order."""
     values = [(f"127.0.0.{i + 1}", w) for i, w in enumerate(weights)]
     removed = values[gone % len(values)]
     before = sticky_answers(values, CLIENTS)
-    after = sticky_answers([v for v in values if v != removed], CLIENTS)
+    rest = [v for v in values if v != removed]
+    after = sticky_answers(rest, CLIENTS)
     moved = {c for c in CLIENTS if before[c] != after[c]}
     assert moved == {c for c in CLIENTS if before[c] == removed[0]}
-    back = sticky_answers(values, CLIENTS)
-    assert back == before  # deterministic: the same set gives the same answers
+    back = sticky_answers([*rest, removed], CLIENTS)
+    assert {c for c in CLIENTS if back[c] != after[c]} == moved
+    assert all(back[c] == removed[0] for c in moved)
+
+
+STICKY_IN_A_FRESH_PROCESS = """
+import json, sys
+from anycastedge.gslb.select import Choice, sticky
+values, weights, keys = json.loads(sys.stdin.read())
+choice = Choice("p", tuple(values), tuple(weights), (), 1)
+print(json.dumps([sticky(choice, bytes.fromhex(k))[0] for k in keys]))
+"""
+
+
+@pytest.mark.parametrize("hash_seed", ["0", "1"])
+def test_sticky_answers_are_the_same_in_every_process(hash_seed: str) -> None:
+    """Sticky answers depend on content only: another process (another POP, other hash
+    randomization) gives every client network the same value as this one."""
+    values, weights = ["127.0.0.1", "127.0.0.2", "127.0.0.3"], [1, 2, 3]
+    keys = CLIENTS[:300]
+    here = list(sticky_answers(list(zip(values, weights, strict=True)), keys).values())
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    run = subprocess.run(
+        [sys.executable, "-c", STICKY_IN_A_FRESH_PROCESS],
+        input=json.dumps([values, weights, [k.hex() for k in keys]]),
+        capture_output=True, text=True, timeout=60, env=env, check=True,
+    )  # fmt: skip
+    assert json.loads(run.stdout) == here
+    assert set(here) == set(values)  # the premise: every value wins some clients
 
 
 def test_sticky_shares_follow_weights() -> None:

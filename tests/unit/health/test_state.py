@@ -39,16 +39,30 @@ def test_transition_table(
     assert transition(Health(state, count), ok, rise, fall) == expected
 
 
-@given(st.lists(st.booleans(), max_size=60), st.integers(1, 6), st.integers(1, 6))
-def test_up_only_after_rise_consecutive_passes(results: list[bool], rise: int, fall: int) -> None:
-    """Serving starts only after ``rise`` passes in a row, ends only after ``fall`` failures."""
-    health = Health()
-    streak_ok = streak_fail = 0
+def reference_serving(results: list[bool], rise: int, fall: int) -> list[bool]:
+    """Whether the service counts as serving after each result, by streak counting alone.
+
+    An independent model of the rule (not the state machine): not serving, ``rise`` passes in
+    a row start serving; serving, ``fall`` failures in a row stop it. It starts not serving.
+    """
+    serving, streak_ok, streak_fail, out = False, 0, 0, []
     for ok in results:
-        was_serving = health.state.serving
-        health = transition(health, ok, rise, fall)
         streak_ok, streak_fail = (streak_ok + 1, 0) if ok else (0, streak_fail + 1)
-        if health.state.serving and not was_serving:
-            assert streak_ok >= rise
-        if was_serving and not health.state.serving:
-            assert streak_fail >= fall
+        if not serving and streak_ok >= rise:
+            serving = True
+        elif serving and streak_fail >= fall:
+            serving = False
+        out.append(serving)
+    return out
+
+
+@given(st.lists(st.booleans(), max_size=60), st.integers(1, 6), st.integers(1, 6))
+def test_serving_follows_rise_and_fall_streaks(results: list[bool], rise: int, fall: int) -> None:
+    """Serving starts exactly when ``rise`` passes in a row are reached, and ends exactly when
+    ``fall`` failures in a row are: after every result, as the streak model says."""
+    health = Health()
+    serving = []
+    for ok in results:
+        health = transition(health, ok, rise, fall)
+        serving.append(health.state.serving)
+    assert serving == reference_serving(results, rise, fall)
