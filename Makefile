@@ -45,6 +45,7 @@ test: $(STAMP) $(APT_STAMP) lint
 bench: $(STAMP) $(APT_STAMP)
 	$(BIN)/python bench/dns_vs_nsd.py
 	$(BIN)/python bench/gslb_vs_static.py
+	$(BIN)/python bench/zone_scale.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

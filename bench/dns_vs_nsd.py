@@ -88,29 +88,46 @@ def make_query_file(zone_file: Path, origin: dns.name.Name, out: Path) -> tuple[
     return out, mix
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime+stime of ``pid`` and every descendant still alive (NSD answers in a child)."""
-    total, todo = 0, [pid]
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every descendant still alive (NSD answers in a child process)."""
+    tree, todo = [], [pid]
     while todo:
         current = todo.pop()
+        if not Path(f"/proc/{current}").exists():
+            continue
+        tree.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                todo += [int(c) for c in task.read_text().split()]
+    return tree
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime+stime of ``pid`` and every descendant still alive (NSD answers in a child)."""
+    total = 0
+    for current in process_tree(pid):
         try:
             fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
-        for task in Path(f"/proc/{current}/task").glob("*/children"):
-            with contextlib.suppress(OSError):
-                todo += [int(c) for c in task.read_text().split()]
     return total / CLK_TCK
 
 
 def dnsperf(
-    port: int, qfile: Path, seconds: int, args: argparse.Namespace, messages: int = 0
+    port: int,
+    qfile: Path,
+    seconds: int,
+    args: argparse.Namespace,
+    messages: int = 0,
+    runs: int | None = None,
 ) -> dict[str, str]:
     """dnsperf bounded by -l and -n; ``messages`` > 0: ``qfile`` holds that many wire messages
-    (``dnsperf -B``), else one ``name TYPE`` per line."""
-    entries = messages or max(1, sum(1 for _ in qfile.open()))
-    runs = max(1, math.ceil(MAX_QPS_BOUND * seconds / entries))
+    (``dnsperf -B``), else one ``name TYPE`` per line. ``runs`` is -n, the passes over the file
+    (default: as many as MAX_QPS_BOUND x ``seconds`` queries need; 1: every query asked once)."""
+    if runs is None:
+        entries = messages or max(1, sum(1 for _ in qfile.open()))
+        runs = max(1, math.ceil(MAX_QPS_BOUND * seconds / entries))
     cmd = ["taskset", "-c", str(LOAD_CPU), "dnsperf", "-s", HOST, "-p", str(port)]
     if messages:
         cmd.append("-B")
@@ -124,13 +141,23 @@ def dnsperf(
 
 
 def measure(
-    label: str, pid: int, port: int, qfile: Path, args: argparse.Namespace, messages: int = 0
+    label: str,
+    pid: int,
+    port: int,
+    qfile: Path,
+    args: argparse.Namespace,
+    messages: int = 0,
+    *,
+    seconds: int | None = None,
+    runs: int | None = None,
+    warmup: bool = True,
 ) -> dict[str, Any]:
-    """A warm-up run, then a timed one: qps, and the server's CPU per answered query."""
-    if args.warmup > 0:
+    """A warm-up run (unless ``warmup`` is false), then a timed one of ``seconds`` (default
+    ``args.seconds``) and ``runs`` (dnsperf()): qps, and the server's CPU per answered query."""
+    if warmup and args.warmup > 0:
         dnsperf(port, qfile, args.warmup, args, messages)
     before = cpu_seconds(pid)
-    stats = dnsperf(port, qfile, args.seconds, args, messages)
+    stats = dnsperf(port, qfile, seconds or args.seconds, args, messages, runs)
     cpu = cpu_seconds(pid) - before
     completed = int(stats["Queries completed"].split()[0])
     if completed == 0:
@@ -148,10 +175,18 @@ def measure(
 
 @contextlib.contextmanager
 def anycastedge(
-    zones_dir: Path, zone: str, log: Path, config: Path | None = None
+    zones_dir: Path,
+    zone: str,
+    log: Path,
+    config: Path | None = None,
+    *,
+    timeout: float = 30.0,
+    control_port: int | None = None,
 ) -> Iterator[tuple[int, int]]:
-    """`anycastedge serve` pinned to SERVER_CPU, logging to ``log``; yields (pid, port)."""
-    port, cport = free_port(), free_port()
+    """`anycastedge serve` pinned to SERVER_CPU, logging to ``log``; yields (pid, port) once the
+    zone's SOA answers (within ``timeout`` seconds). The control endpoint listens on
+    ``control_port`` (default: any free port) of HOST."""
+    port, cport = free_port(), control_port or free_port()
     cmd = ["taskset", "-c", str(SERVER_CPU), sys.executable, "-m", "anycastedge", "serve"]
     cmd += ["--zones", str(zones_dir), "--listen", f"{HOST}:{port}", "--control", f"{HOST}:{cport}"]
     if config is not None:
@@ -163,7 +198,7 @@ def anycastedge(
         )
     try:
         try:
-            wait_until_answers([zone], HOST, port, timeout=30.0, proc=proc)
+            wait_until_answers([zone], HOST, port, timeout=timeout, proc=proc)
         except (RuntimeError, TimeoutError) as error:
             raise RuntimeError(f"anycastedge serve: {error}\n{log.read_text()}") from None
         yield proc.pid, port
