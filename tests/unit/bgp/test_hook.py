@@ -139,6 +139,7 @@ def test_stdin_closing_ends_the_hook_without_output(tmp_path: Path) -> None:
     rig = make_rig(tmp_path)
     rig.healthy[0] = True
     rig.run_for(2.0)
+    assert sum("announce route" in line for line in rig.lines()) == 2
     printed = len(rig.lines())
     rig.hook.stdin_closed.set()
     rig.hook.stop.set()
