@@ -529,7 +529,7 @@ INVALID = [
             rules:
             - pool: rest
         """,
-        [('pool "rest" value 1: missing trailing . in "target.example.net"', 9)],
+        [('pool "rest" value 1: CNAME value "target.example.net" missing trailing .', 9)],
         ours_only("octoDNS 1.22 does not validate CNAME pool values at all"),
     ),
     Invalid(

@@ -465,7 +465,12 @@ def test_several_values_make_one_rrset() -> None:
         ({"type": "A", "value": "1.2.3"}, 'invalid IPv4 address "1.2.3"'),
         ({"type": "A", "value": "2001:db8::1"}, 'invalid IPv4 address "2001:db8::1"'),
         ({"type": "AAAA", "value": "192.0.2.1"}, 'invalid IPv6 address "192.0.2.1"'),
-        ({"type": "CNAME", "value": "host"}, 'missing trailing . in "host"'),
+        (
+            {"type": "CNAME", "value": "host.example.net"},
+            'CNAME value "host.example.net" missing trailing .',
+        ),
+        ({"type": "CNAME", "value": "host"}, 'CNAME value "host" is not a valid FQDN'),
+        ({"type": "TXT", "value": "v=spf1;-all"}, 'unescaped ; in "v=spf1;-all"'),
         ({"type": "MX", "value": {"exchange": "mx.example.net."}}, "missing preference"),
         ({"type": "SRV", "value": {"priority": 1, "weight": 1, "port": 1}}, "missing target"),
         ({"type": "A", "ttl": -1, "value": "192.0.2.1"}, 'invalid ttl "-1"'),
