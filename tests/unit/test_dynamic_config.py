@@ -43,7 +43,6 @@ from anycastedge.gslb.model import (
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "dynamic"
 DOCS_ZONE = FIXTURES / "unit.tests.yaml"
-INTEROP = Path(__file__).resolve().parents[3] / "shared" / "interop" / "unit.tests.yaml"
 ZONE_FILE = "unit.tests.yaml"
 #: Appended after each table record, so that the record's own lines start at line 1.
 APEX = "'':\n  type: NS\n  values: [ns1.unit.tests., ns2.unit.tests.]\n"
@@ -1354,13 +1353,11 @@ def test_docs_fixture_model_agrees_with_octodns(docs_zone: Zone) -> None:
 # --- octoDNS's own test zone ------------------------------------------------------------------
 
 
-def test_interop_zone_loads_with_its_dynamic_records() -> None:
+def test_interop_zone_loads_with_its_dynamic_records(octodns_unit_tests: Path) -> None:
     """octoDNS's unit.tests loads without errors; every record with `dynamic` is in Zone.dynamic."""
-    if not INTEROP.exists():
-        pytest.skip(f"{INTEROP} is absent")
-    zone, _warnings = build_zone(INTEROP, SoaConfig())
+    zone, _warnings = build_zone(octodns_unit_tests, SoaConfig())
     expected = set()
-    for relative, entry in (yaml.safe_load(INTEROP.read_text()) or {}).items():
+    for relative, entry in (yaml.safe_load(octodns_unit_tests.read_text()) or {}).items():
         for record in entry if isinstance(entry, list) else [entry]:
             if "dynamic" in record and not (record.get("octodns") or {}).get("ignored"):
                 rdtype = dns.rdatatype.from_text(record["type"])
