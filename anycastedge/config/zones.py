@@ -16,6 +16,7 @@ import dns.name
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+from natsort import natsort_keygen
 from octodns.record import Record as OctoRecord
 from octodns.record import ValidationError as OctoValidationError
 from octodns.zone import Zone as OctoZone
@@ -256,6 +257,53 @@ def _plain(data: Any) -> Any:
     return data
 
 
+def key_order_warnings(data: Any) -> list[Problem]:
+    """A warning for every key, in every mapping, that sorts before a key written above it.
+
+    octoDNS's YamlProvider (``enforce_order: true``, its default) rejects such a file: it wants the
+    keys of each mapping in natural sort order (``a2`` before ``a10``), the order natsort's default
+    key gives, which is what octoDNS itself sorts with. We serve the file, but warn.
+    """
+    found: list[Problem] = []
+    if isinstance(data, MarkedDict):
+        for key, entry in data.items():
+            subject = "" if key is None else str(key)
+            _check_key_order(entry, subject or "@", found)
+        _check_key_order_of(data, "", found)
+    return found
+
+
+def _check_key_order(node: Any, subject: str, found: list[Problem]) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _check_key_order(item, subject, found)
+    elif isinstance(node, MarkedDict):
+        _check_key_order_of(node, subject, found)
+        for value in node.values():
+            _check_key_order(value, subject, found)
+
+
+def _check_key_order_of(mapping: MarkedDict, subject: str, found: list[Problem]) -> None:
+    keygen = natsort_keygen()
+    highest: Any = None
+    for key in mapping:
+        try:
+            if highest is not None and keygen(key) < keygen(highest):
+                found.append(
+                    Problem(
+                        f'keys out of order: "{key}" sorts before "{highest}"; octoDNS would '
+                        "reject this file (its YamlProvider enforces key order by default)",
+                        mapping.where(key),
+                        subject or (str(key) if key is not None else "") or "@",
+                        warning=True,
+                    )
+                )
+                continue
+        except TypeError:  # keys of types natsort cannot compare: octoDNS fails on them too
+            continue
+        highest = key
+
+
 def zone_name_for(path: Path) -> Name:
     """``zones/example.com.yaml`` holds ``example.com.``."""
     stem = path.name[: -len(path.suffix)] if path.suffix in (".yaml", ".yml") else path.name
@@ -301,6 +349,7 @@ def build_zone(
     origin = zone_name_for(path)
     data = load_yaml(path, text)
     b = _Builder(origin, str(path))
+    b.problems.extend(key_order_warnings(data))
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -871,17 +871,14 @@ ZONE = """
   type: NS
   values: [ns1.unit.tests., ns2.unit.tests.]
 www:
-  ttl: 60
-  type: A
-  values: [192.0.2.1, 192.0.2.2]
   dynamic:
     pools:
       eu:
         fallback: rest
         values:
         - {value: 192.0.2.10, weight: 3}
-        - {value: 192.0.2.11, weight: 1, status: up}
-        - {value: 192.0.2.12, status: down}
+        - {status: up, value: 192.0.2.11, weight: 1}
+        - {status: down, value: 192.0.2.12}
       lan:
         fallback: default
         values:
@@ -896,6 +893,9 @@ www:
     - geos: [NA-US-CA, EU]
       pool: eu
     - pool: rest
+  ttl: 60
+  type: A
+  values: [192.0.2.1, 192.0.2.2]
 """
 #: octoDNS's health check defaults, on the record www.unit.tests.
 DEFAULT_CHECK = HealthCheck(protocol="HTTPS", host="www.unit.tests", path="/_dns", port=443)
@@ -996,7 +996,7 @@ def test_octodns_healthcheck_defaults(tmp_path: Path) -> None:
     ("settings", "expected"),
     [
         (
-            "{protocol: TCP, port: 5353}",
+            "{port: 5353, protocol: TCP}",
             HealthCheck(protocol="TCP", host="", path="", port=5353),
         ),
         (
@@ -1011,7 +1011,7 @@ def test_octodns_healthcheck_defaults(tmp_path: Path) -> None:
 )
 def test_octodns_healthcheck_settings(tmp_path: Path, settings: str, expected: HealthCheck) -> None:
     """octodns.healthcheck sets protocol, host, path and port; TCP has no host nor path."""
-    source = ZONE.replace("  dynamic:\n", f"  octodns:\n    healthcheck: {settings}\n  dynamic:\n")
+    source = ZONE.replace("  ttl: 60\n", f"  octodns:\n    healthcheck: {settings}\n  ttl: 60\n")
     zone, warnings = load(tmp_path, source)
     assert warnings == []
     assert {t.check for t in dynamic(zone).targets} == {expected}
