@@ -514,9 +514,12 @@ def _svcb_param(key: str, param: Any, reasons: list[str]) -> str:
         return f"{key}={_quote(','.join(str(p) for p in param))}"
     if key == "port":
         try:
-            int(param)
+            port = int(param)
         except (TypeError, ValueError):
-            reasons.append(f'port "{param}" is not a number')
+            reasons.append("port is not a number")
+        else:
+            if not 0 <= port <= 0xFFFF:
+                reasons.append(f"port {port} is not a valid number")
         return f"{key}={_quote(param)}"
     try:  # ech
         base64.b64decode(param, validate=True)

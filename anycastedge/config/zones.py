@@ -236,6 +236,9 @@ def provider_only_reasons(origin: str, name: str, record: Mapping[str, Any]) -> 
     """octoDNS's own reasons to reject a record of a type we do not serve (ALIAS, URLFWD)."""
     data = _plain(record)
     data.setdefault("ttl", DEFAULT_TTL)
+    if not OctoRecord.validators.configured:
+        # octoDNS's default set, which it would otherwise enable itself, logging that it did.
+        OctoRecord.enable_validators({"legacy"})
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # octoDNS's deprecation notices

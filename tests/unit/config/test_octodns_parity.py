@@ -174,6 +174,10 @@ def _out_of_wire_range(name: str, data: Any) -> bool:
     for value in _values(data):
         if not isinstance(value, dict):
             continue
+        params = value.get("svcparams")
+        port = _as_int(params.get("port")) if isinstance(params, dict) else None
+        if port is not None and not 0 <= port <= 0xFFFF:
+            return True
         for key, high in limits.items():
             number = _as_int(value.get(key))
             if number is not None and not 0 <= number <= high:
@@ -301,7 +305,7 @@ STRICTER: list[Stricter] = [
     Stricter(
         "out of wire range",
         "a number must fit its wire field (16 or 8 bits); octoDNS's default validators only "
-        "check that it is an integer",
+        "check that it is an integer (and SvcParam port only that it is not above 65535)",
         "_sip._tcp",
         {"type": "SRV", "value": {"priority": 1, "weight": 1, "port": 70000, "target": "h.ex."}},
         _out_of_wire_range,
@@ -639,6 +643,7 @@ SPECS: list[tuple[str, str, dict[str, Any], dict[str, list[Any]]]] = [
                 {"port": 443},
                 {"port": "x"},
                 {"port": 70000},
+                {"port": -1},
                 {"ipv4hint": ["192.0.2.1"]},
                 {"ipv4hint": ["2001:db8::1"]},
                 {"ipv6hint": ["2001:db8::1"]},
