@@ -1,4 +1,4 @@
-"""Session-wide rules: the suite leaves nothing behind in the working tree."""
+"""Session-wide fixtures: octoDNS's own test zones, and a suite that leaves the tree as found."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings
+
+from tests.support.octodns_sdist import SdistUnavailable, octodns_test_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,3 +39,19 @@ def leaves_the_tree_as_found() -> Iterator[None]:
     after = _tree_state()
     if before is not None and after is not None:
         assert after == before, f"the tests changed the working tree: {sorted(after ^ before)}"
+
+
+@pytest.fixture(scope="session")
+def octodns_config() -> Path:
+    """octoDNS's own ``tests/config`` (unit.tests.yaml, dynamic and split zones) for the installed
+    octoDNS, from its sdist (cached outside the working tree). Fails, never skips, without it."""
+    try:
+        return octodns_test_config()
+    except SdistUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def octodns_unit_tests(octodns_config: Path) -> Path:
+    """octoDNS's test zone ``unit.tests.`` (tests/config/unit.tests.yaml in its repository)."""
+    return octodns_config / "unit.tests.yaml"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +16,10 @@ import dns.name
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+from natsort import natsort_keygen
+from octodns.record import Record as OctoRecord
+from octodns.record import ValidationError as OctoValidationError
+from octodns.zone import Zone as OctoZone
 
 from anycastedge.config.dynamic import read_dynamic
 from anycastedge.config.pop import SoaConfig
@@ -33,6 +39,10 @@ PROVIDER_NAME = "anycastedge"  # what octodns.included/excluded lists call us
 RECORD_KEYS = frozenset({"type", "ttl", "value", "values", "octodns", "dynamic", "anycastedge"})
 # Keys octoDNS (or its plugins) understands that change nothing in what a DNS server serves.
 IGNORED_KEYS = frozenset({"geo"})
+# Types whose owner name must be _service._proto (or a wildcard), as octoDNS requires.
+SERVICE_NAMED_TYPES = frozenset({"SRV", "URI"})
+SERVICE_NAME = re.compile(r"(\*|_[^.]+)\.[^.]+")
+OCTODNS_HEALTHCHECK_PROTOCOLS = ("HTTP", "HTTPS", "ICMP", "TCP", "UDP")
 
 
 class Served(Protocol):
@@ -61,6 +71,9 @@ class _Builder:
 
     def add_name(self, key: Any, entry: Any, where: Location) -> None:
         subject = "" if key is None else str(key)
+        if subject == "@":
+            self.problem(subject, 'invalid name "@", use "" instead', where)
+            return
         try:
             owner = dns.name.from_text(subject, self.origin) if subject else self.origin
             owner = owner.canonicalize()
@@ -79,46 +92,64 @@ class _Builder:
         if not isinstance(record, dict):
             self.problem(subject, "a record must be a mapping with type and value(s)", where)
             return
-        rdtype = str(record.get("type", "")).upper()
+        rdtype = str(record.get("type", ""))
         if not rdtype:
             self.problem(subject, "missing type", where)
             return
+        if rdtype in PROVIDER_ONLY_TYPES:
+            # Not served, but octoDNS still validates it: so do we, with octoDNS itself.
+            for reason in provider_only_reasons(self.origin.to_text(), subject, record):
+                self.problem(subject, reason, where)
         if not self._served_by_us(subject, rdtype, record, where):
             return
         if rdtype in PROVIDER_ONLY_TYPES:
             self.problem(subject, f"{rdtype} is provider-only, not served", where, warning=True)
             return
         if rdtype not in CONVERTERS:
-            self.problem(subject, f"unknown record type {rdtype}", where)
+            hint = " (types are upper case)" if rdtype.upper() in CONVERTERS else ""
+            self.problem(subject, f"unknown record type {rdtype}{hint}", where)
             return
+        # Like octoDNS, report these with whatever else is wrong with the values.
+        ok = True
+        if rdtype in SERVICE_NAMED_TYPES and not SERVICE_NAME.match(subject):
+            self.problem(subject, f"invalid name for {rdtype} record", where)
+            ok = False
+        if "dynamic" not in record and not healthcheck_protocol_ok(record):
+            self.problem(subject, "invalid healthcheck protocol", where)
+            ok = False
         for key in record:
             if key in IGNORED_KEYS:
                 self.problem(subject, f"octoDNS key {key!r} ignored", where, warning=True)
             elif key not in RECORD_KEYS:
                 self.problem(subject, f"unknown key {key!r} ignored", where, warning=True)
-        ttl = record.get("ttl", DEFAULT_TTL)
-        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= 2**31 - 1:
-            self.problem(subject, f'invalid ttl "{ttl}"', where)
+        ttl = read_ttl(record.get("ttl", DEFAULT_TTL))
+        if ttl is None:
+            self.problem(subject, f'invalid ttl "{record.get("ttl")}"', where)
             return
-        values = record.get("values")
-        if values is None:
-            values = record.get("value")
-        if values is None or values == [] or values == "":
-            self.problem(subject, "missing value(s)", where)
-            return
-        if not isinstance(values, list):
-            values = [values]
-        if rdtype in SINGLE_VALUE_TYPES and len(values) > 1:
-            self.problem(subject, f"{rdtype} takes a single value", where)
-            return
+        values: Any
+        if rdtype in SINGLE_VALUE_TYPES:
+            # octoDNS reads these from `value` only; a list there is not a name either.
+            if "value" not in record and "values" in record:
+                self.problem(subject, f"{rdtype} takes a single value", where)
+                return
+            values = [record.get("value")]
+        else:
+            values = record.get("values")
+            if values is None:
+                values = record.get("value")
+            if values is None or values == []:
+                self.problem(subject, "missing value(s)", where)
+                return
+            if not isinstance(values, list):
+                values = [values]
         rrset = dns.rrset.RRset(owner, dns.rdataclass.IN, dns.rdatatype.from_text(rdtype))
         rrset.update_ttl(ttl)
-        ok = True
         for value in values:
             try:
                 rrset.add(to_rdata(rdtype, value))
             except ValueError as exc:
-                self.problem(subject, str(exc), where)
+                for reason in getattr(exc, "reasons", None) or (str(exc),):
+                    self.problem(subject, reason, where)
                 ok = False
         if not ok:
             return
@@ -168,6 +199,110 @@ class _Builder:
         return True
 
 
+def read_ttl(value: Any) -> int | None:
+    """The ttl as a number of seconds, or None if it is not one a DNS server can serve.
+
+    octoDNS takes anything ``int()`` takes; we take whole numbers (written as numbers or strings)
+    from 0 to 2^31-1 (RFC 2181 8), and not true/false or fractions, which ``int()`` would
+    silently turn into 1 or truncate.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    try:
+        ttl = int(value)
+    except ValueError:
+        return None
+    return ttl if 0 <= ttl <= 2**31 - 1 else None
+
+
+def healthcheck_protocol_ok(record: Mapping[str, Any]) -> bool:
+    """octoDNS's check of ``octodns.healthcheck.protocol``, on any record that sets it."""
+    meta = record.get("octodns")
+    check = meta.get("healthcheck") if isinstance(meta, Mapping) else None
+    if not isinstance(check, Mapping) or "protocol" not in check:
+        return True
+    return check["protocol"] in OCTODNS_HEALTHCHECK_PROTOCOLS
+
+
+def provider_only_reasons(origin: str, name: str, record: Mapping[str, Any]) -> list[str]:
+    """octoDNS's own reasons to reject a record of a type we do not serve (ALIAS, URLFWD)."""
+    data = _plain(record)
+    data.setdefault("ttl", DEFAULT_TTL)
+    if not OctoRecord.validators.configured:
+        # octoDNS's default set, which it would otherwise enable itself, logging that it did.
+        OctoRecord.enable_validators({"legacy"})
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # octoDNS's deprecation notices
+            OctoRecord.new(OctoZone(origin, []), name, data)
+    except OctoValidationError as exc:
+        # A ValidationReason's str() appends ", via: <validator>": keep the bare text.
+        return [str.__str__(reason) for reason in exc.reasons]
+    except Exception as exc:  # noqa: BLE001 - octoDNS refuses malformed data by raising anything
+        return [f"invalid {record.get('type')} record: {exc}"]
+    return []
+
+
+def _plain(data: Any) -> Any:
+    # octoDNS expects plain containers, and must not change ours.
+    if isinstance(data, Mapping):
+        return {k: _plain(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_plain(v) for v in data]
+    return data
+
+
+_NATURAL = natsort_keygen()  # a pure function: building it costs more than using it
+
+
+def key_order_warnings(data: Any) -> list[Problem]:
+    """A warning for every key, in every mapping, that sorts before a key written above it.
+
+    octoDNS's YamlProvider (``enforce_order: true``, its default) rejects such a file: it wants the
+    keys of each mapping in natural sort order (``a2`` before ``a10``), the order natsort's default
+    key gives, which is what octoDNS itself sorts with. We serve the file, but warn.
+    """
+    found: list[Problem] = []
+    if isinstance(data, MarkedDict):
+        for key, entry in data.items():
+            subject = "" if key is None else str(key)
+            _check_key_order(entry, subject or "@", found)
+        _check_key_order_of(data, "", found)
+    return found
+
+
+def _check_key_order(node: Any, subject: str, found: list[Problem]) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _check_key_order(item, subject, found)
+    elif isinstance(node, MarkedDict):
+        _check_key_order_of(node, subject, found)
+        for value in node.values():
+            _check_key_order(value, subject, found)
+
+
+def _check_key_order_of(mapping: MarkedDict, subject: str, found: list[Problem]) -> None:
+    highest: Any = None
+    highest_key: Any = None
+    for key in mapping:
+        try:
+            natural = _NATURAL(key)
+            if highest is not None and natural < highest_key:
+                found.append(
+                    Problem(
+                        f'keys out of order: "{key}" sorts before "{highest}"; octoDNS would '
+                        "reject this file (its YamlProvider enforces key order by default)",
+                        mapping.where(key),
+                        subject or (str(key) if key is not None else "") or "@",
+                        warning=True,
+                    )
+                )
+                continue
+        except TypeError:  # keys of types natsort cannot compare: octoDNS fails on them too
+            continue
+        highest, highest_key = key, natural
+
+
 def zone_name_for(path: Path) -> Name:
     """``zones/example.com.yaml`` holds ``example.com.``."""
     stem = path.name[: -len(path.suffix)] if path.suffix in (".yaml", ".yml") else path.name
@@ -197,7 +332,11 @@ def _digest(
     h = hashlib.sha256(f"{soa_config!r} {mname}\n".encode())
     for text in sorted(dynamic):
         h.update(text.encode() + b"\n")
-    for rrset in sorted(rrsets, key=lambda r: (r.name, r.rdtype)):
+    # DNSSEC's canonical name order (labels from the root, case-insensitive), without the cost
+    # of comparing Name objects.
+    for rrset in sorted(
+        rrsets, key=lambda r: ([x.lower() for x in reversed(r.name.labels)], r.rdtype)
+    ):
         values = sorted(rdata.to_text() for rdata in rrset)
         h.update(f"{rrset.name} {rrset.rdtype} {rrset.ttl} {values}\n".encode())
     return h.hexdigest()
@@ -213,6 +352,7 @@ def build_zone(
     origin = zone_name_for(path)
     data = load_yaml(path, text)
     b = _Builder(origin, str(path))
+    b.problems.extend(key_order_warnings(data))
     if data is None:
         data = {}
     if not isinstance(data, dict):

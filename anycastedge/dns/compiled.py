@@ -77,6 +77,7 @@ class CompiledZone:
     nodes: dict[bytes, WireNode | CnameNode | None]
     ns_rrset: RRset | None  # the apex NS set, added to positive answers with its addresses
     glue: tuple[RRset, ...]  # the apex NS targets' addresses, in the engine's order
+    glue_names: frozenset[bytes]  # their owners: an answer about one leaves it out of additional
     negative: tuple[int, bytes]  # apex length, the SOA RR after its owner (negative answers)
     _tails: dict[int, tuple[int, int, bytes]] = field(default_factory=dict)
     _soas: dict[int, bytes] = field(default_factory=dict)
@@ -204,7 +205,8 @@ def compile_zone(zone: Zone, label: str) -> CompiledZone:
     assert rdata is not None
     negative = struct.pack("!HHIH", soa.rdtype, soa.rdclass, soa.ttl, len(rdata)) + rdata
     origin = _wire(zone.origin)
-    return CompiledZone(origin, label, nodes, ns, tuple(glue), (len(origin), negative))
+    glue_names = frozenset(_wire(rrset.name).lower() for rrset in glue)
+    return CompiledZone(origin, label, nodes, ns, tuple(glue), glue_names, (len(origin), negative))
 
 
 def compile_zones(zones: ZoneSet) -> dict[bytes, CompiledZone]:

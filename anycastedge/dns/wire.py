@@ -449,11 +449,13 @@ class Responder:
         node = _locate(nodes, qname, len(zone.origin))
         if node is _ABSENT:
             return self._negative(data, q, tcp, zone, 3)
-        if node is SLOW:
-            return None
+        if node is SLOW or qname in zone.glue_names:
+            return None  # the engine leaves the answer's own addresses out of additional
         qlen = len(qname)
         if type(node) is CnameNode:
             # CNAME, then the target's RRs owned by the name in the CNAME's RDATA.
+            if node.target in zone.glue_names:
+                return None
             target = _locate(nodes, node.target, len(zone.origin))
             if target is _ABSENT:
                 return self._negative(data, q, tcp, zone, 3, node.rr)

@@ -67,7 +67,8 @@ RECOGNISED: dict[str, str] = {
 }
 
 FIXTURES = Path(__file__).with_name("zones")
-INTEROP = REPO.parent / "shared" / "interop" / "unit.tests.yaml"
+#: Stands for octoDNS's own unit.tests zone, from its sdist (the octodns_unit_tests fixture).
+INTEROP = Path("octodns-sdist") / "unit.tests.yaml"
 MISSING_TYPE = "HINFO"  # a type no zone here uses: NODATA at existing names
 PROBE_TYPES = ("A", "AAAA", "MX", "TXT", "NS", "SOA", MISSING_TYPE)
 TIMEOUT = 2.0
@@ -85,19 +86,12 @@ class Query:
 
 
 def _zone_cases() -> list[Any]:
-    """The repo's zones, this test's fixtures, and octoDNS's own unit.tests zone if present."""
+    """The repo's zones, this test's fixtures, and octoDNS's own unit.tests zone."""
     cases = []
     for directory in (REPO / "zones", FIXTURES):
         for path in sorted(directory.glob("*.yaml")):
             cases.append(pytest.param(path, id=path.stem))
-    reason = f"interop fixture not found at {INTEROP}"
-    cases.append(
-        pytest.param(
-            INTEROP,
-            id="interop-unit.tests",
-            marks=pytest.mark.skipif(not INTEROP.is_file(), reason=reason),
-        )
-    )
+    cases.append(pytest.param(INTEROP, id="interop-unit.tests"))
     return cases
 
 
@@ -123,6 +117,7 @@ def _start_anycastedge(zones_dir: Path, log: Path) -> tuple[subprocess.Popen[byt
 @dataclass
 class Pair:
     zone: str
+    source: Path
     bind_file: Path
     ours: int
     nsd: int
@@ -131,6 +126,8 @@ class Pair:
 @pytest.fixture(params=_zone_cases())
 def pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Pair]:
     source: Path = request.param
+    if source == INTEROP:
+        source = request.getfixturevalue("octodns_unit_tests")
     zone = f"{source.stem}."
     zones_dir = tmp_path / "zones"
     zones_dir.mkdir()
@@ -147,7 +144,7 @@ def pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Pair]:
             zones_dir, zone, tmp_path / "bind", soa=soa[0].to_text(), soa_ttl=soa.ttl
         )
         with NsdServer({zone: bind_file}) as nsd:
-            yield Pair(zone, bind_file, port, nsd.port)
+            yield Pair(zone, source, bind_file, port, nsd.port)
     finally:
         stop_process(proc)
         if proc.returncode not in (0, -signal.SIGTERM):
@@ -349,12 +346,11 @@ def _category(
     return None
 
 
-def test_answers_match_nsd(pair: Pair, request: pytest.FixtureRequest) -> None:
+def test_answers_match_nsd(pair: Pair) -> None:
     """For every query derived from the zone, anycastedge's reply equals NSD's (module the SOA
     serial and the documented intentional differences)."""
     origin = dns.name.from_text(pair.zone)
-    source = request.node.callspec.params["pair"]
-    records = _yaml_records(source, origin)
+    records = _yaml_records(pair.source, origin)
     tainted = _tainted(records)
     queries = build_queries(pair.bind_file, origin, set(records))
     apex_ns = _ask(Query(pair.zone, "NS"), pair.nsd).answer[0]

@@ -23,7 +23,6 @@ from anycastedge.dns.engine import NOERROR, NXDOMAIN, Answer, resolve
 from anycastedge.dns.zone import Zone, ZoneSet
 from anycastedge.errors import ConfigError, Problem
 
-INTEROP = Path(__file__).resolve().parents[3] / "shared" / "interop" / "unit.tests.yaml"
 UNIT_TESTS = dns.name.from_text("unit.tests.")
 ORIGIN = dns.name.from_text("types.test.")
 APEX_NS = {"": {"type": "NS", "values": ["ns1.types.test.", "ns2.types.test."]}}
@@ -65,15 +64,13 @@ def rdata_texts(answer: Answer, rdtype: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def interop() -> tuple[Zone, list[Problem]]:
+def interop(octodns_unit_tests: Path) -> tuple[Zone, list[Problem]]:
     """unit.tests. as octoDNS's repository publishes it."""
-    if not INTEROP.exists():
-        pytest.skip(f"{INTEROP} is absent")
-    return build_zone(INTEROP, SoaConfig())
+    return build_zone(octodns_unit_tests, SoaConfig())
 
 
 def test_interop_zone_loads_with_the_expected_warnings(
-    interop: tuple[Zone, list[Problem]],
+    interop: tuple[Zone, list[Problem]], octodns_unit_tests: Path
 ) -> None:
     """unit.tests loads; what a DNS server cannot serve is a warning naming the record and line."""
     zone, warnings = interop
@@ -92,12 +89,12 @@ def test_interop_zone_loads_with_the_expected_warnings(
     for warning in warnings:
         assert warning.warning
         assert warning.location is not None
-        assert warning.location.file == str(INTEROP) and warning.location.line > 0
+        assert warning.location.file == str(octodns_unit_tests) and warning.location.line > 0
     by_subject = {w.subject: w.location for w in warnings}
     for subject in ("ignored", "included", "urlfwd", "www.sub"):
         where = by_subject[subject]
         assert where is not None
-        first, last = _yaml_block(INTEROP, subject)
+        first, last = _yaml_block(octodns_unit_tests, subject)
         assert first <= where.line <= last, subject
 
 
@@ -465,7 +462,12 @@ def test_several_values_make_one_rrset() -> None:
         ({"type": "A", "value": "1.2.3"}, 'invalid IPv4 address "1.2.3"'),
         ({"type": "A", "value": "2001:db8::1"}, 'invalid IPv4 address "2001:db8::1"'),
         ({"type": "AAAA", "value": "192.0.2.1"}, 'invalid IPv6 address "192.0.2.1"'),
-        ({"type": "CNAME", "value": "host"}, 'missing trailing . in "host"'),
+        (
+            {"type": "CNAME", "value": "host.example.net"},
+            'CNAME value "host.example.net" missing trailing .',
+        ),
+        ({"type": "CNAME", "value": "host"}, 'CNAME value "host" is not a valid FQDN'),
+        ({"type": "TXT", "value": "v=spf1;-all"}, 'unescaped ; in "v=spf1;-all"'),
         ({"type": "MX", "value": {"exchange": "mx.example.net."}}, "missing preference"),
         ({"type": "SRV", "value": {"priority": 1, "weight": 1, "port": 1}}, "missing target"),
         ({"type": "A", "ttl": -1, "value": "192.0.2.1"}, 'invalid ttl "-1"'),
