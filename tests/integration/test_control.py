@@ -210,3 +210,13 @@ def test_reload_command_without_a_server_fails_clearly(tmp_path: Path) -> None:
     result = anycastedge_cli("reload", "--control", f"127.0.0.1:{port}", cwd=tmp_path)
     assert result.returncode == 1
     assert f"cannot reach serve at http://127.0.0.1:{port}/reload" in result.stderr
+
+
+def test_every_exported_metric_is_documented(server: ServerHandle) -> None:
+    """Each anycastedge_* family in /metrics has a row in docs/operations.md."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    families = text_string_to_metric_families(server.metrics())
+    names = {f.name + ("_total" if f.type == "counter" else "") for f in families}
+    ours = {n for n in names if n.startswith("anycastedge_")}
+    assert {"anycastedge_bgp_prefix", "anycastedge_bgp_hook_state"} <= ours
+    assert sorted(n for n in ours if f"`{n}`" not in doc) == []
