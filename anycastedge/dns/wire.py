@@ -152,17 +152,42 @@ def parse_query(data: bytes) -> Query:
     if (
         count == 1
         and data[11] == 1
-        and at + 11 == n
+        and at + 11 <= n
         and data[at] == 0
         and data[at + 1] == 0
         and data[at + 2] == 41
-        and data[at + 9] == 0
-        and data[at + 10] == 0
+        and at + 11 + ((data[at + 9] << 8) | data[at + 10]) == n
     ):
-        # The common case, on the path of every cold answer: one OPT at the root without options.
+        # The common case, on the path of every cold answer: one OPT at the root, last.
         payload = (data[at + 3] << 8) | data[at + 4]
-        return Query(pos, key, True, max(payload, 512), data[at + 6], data[at + 7] > 127, False)
+        nsid, ecs, probe = _options(data, at + 11, n) if n > at + 11 else (False, None, False)
+        return Query(
+            pos, key, True, max(payload, 512), data[at + 6], data[at + 7] > 127, nsid, ecs, probe
+        )
     return _parse_records(data, pos, key, count)
+
+
+def _options(data: bytes, at: int, end: int) -> tuple[bool, bytes | None, bool]:
+    """The EDNS options we act on in ``data[at:end]``: NSID wanted, ECS, our probe marker."""
+    nsid = probe = False
+    ecs = None
+    while at < end:
+        if at + 4 > end:
+            raise MalformedQuery("EDNS option truncated")
+        code = (data[at] << 8) | data[at + 1]
+        length = (data[at + 2] << 8) | data[at + 3]
+        at += 4 + length
+        if at > end:
+            raise MalformedQuery("EDNS option overruns OPT")
+        if code == OPT_NSID:
+            nsid = True
+        elif code == OPT_ECS:
+            if ecs is not None:
+                raise MalformedQuery("more than one ECS option")
+            ecs = check_ecs(data[at - length : at])
+        elif code == PROBE_EDNS_OPTION:
+            probe = True
+    return nsid, ecs, probe
 
 
 def _skip_name(data: bytes, pos: int) -> int:
@@ -197,24 +222,7 @@ def _parse_records(data: bytes, qend: int, key: bytes, count: int) -> Query:
             continue
         if opt is not None or data[name_start] != 0:
             raise MalformedQuery("more than one OPT, or OPT not at the root")
-        nsid = probe = False
-        ecs = None
-        at = rdata
-        while at < pos:
-            if at + 4 > pos:
-                raise MalformedQuery("EDNS option truncated")
-            code, length = struct.unpack_from("!HH", data, at)
-            at += 4 + length
-            if at > pos:
-                raise MalformedQuery("EDNS option overruns OPT")
-            if code == OPT_NSID:
-                nsid = True
-            elif code == OPT_ECS:
-                if ecs is not None:
-                    raise MalformedQuery("more than one ECS option")
-                ecs = check_ecs(data[at - length : at])
-            elif code == PROBE_EDNS_OPTION:
-                probe = True
+        nsid, ecs, probe = _options(data, rdata, pos)
         opt = (max(rrclass, 512), (ttl >> 16) & 0xFF, bool(ttl & 0x8000), nsid, ecs, probe)
     if pos != n:
         raise MalformedQuery("trailing bytes after the last record")

@@ -21,7 +21,10 @@ Decision = tuple[tuple[str, ...], str, int, bool]
 class Decider:
     """Decides dynamic answers for clients, from a locator and a view of the health checks."""
 
-    __slots__ = ("locator", "serving", "limit", "_rnd", "_matches", "_choices", "_sticky")
+    __slots__ = (
+        "locator", "serving", "limit", "_rnd", "_matches", "_regions", "_region_count",
+        "_choices", "_sticky",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -36,6 +39,12 @@ class Decider:
         self._rnd = rnd or random.Random()
         # pool, scope of the rules, scope with the sticky prefix, sticky key
         self._matches: dict[tuple[DynamicRecord, object], tuple[str, int, int, bytes]] = {}
+        # The pool each region of the address space goes to: (record, IP version) -> prefix
+        # length -> the region's leading bits -> pool. A rule match holds for every address in
+        # the region its scope names, so a client network never seen before usually lands in a
+        # region seen before (a resolver population sends a new /24 with nearly every query).
+        self._regions: dict[tuple[DynamicRecord, int], dict[int, dict[int, str]]] = {}
+        self._region_count = 0
         self._choices: dict[tuple[DynamicRecord, str], Choice] = {}
         self._sticky: dict[tuple[DynamicRecord, str, bytes], tuple[str, ...]] = {}
 
@@ -77,11 +86,33 @@ class Decider:
         client: Client = (
             client_from_ecs(ecs) if ecs is not None and ecs[2] else client_from_host(host)
         )
-        pool, scope = match(record, client, self.locator)
+        pool, scope = self._region_match(record, client)
         if not record.sticky:
             return pool, scope, scope, b""
         client_key = sticky_key(record, client)
         return pool, scope, max(scope, client_key[1]), client_key
+
+    def _region_match(self, record: DynamicRecord, client: Client) -> tuple[str, int]:
+        """The rule match for ``client``, from a region matched before when it lies in one.
+
+        A region's length may exceed what this client alone would need: the scope reported is
+        then more specific than necessary, which is always correct (RFC 7871 7.2.1).
+        """
+        bits = client.bits
+        regions = self._regions.get((record, client.version))
+        if regions is not None:
+            for length, pools in regions.items():
+                pool = pools.get(client.address >> (bits - length))
+                if pool is not None:
+                    return pool, length
+        pool, scope = match(record, client, self.locator)
+        if self._region_count >= self.limit:
+            self._regions.clear()
+            self._region_count = 0
+        by_length = self._regions.setdefault((record, client.version), {})
+        by_length.setdefault(scope, {})[client.address >> (bits - scope)] = pool
+        self._region_count += 1
+        return pool, scope
 
     def health_changed(self) -> None:
         """Forget what depended on health; the next queries see the new state."""
