@@ -62,12 +62,31 @@ def zone_yaml_to_bind(
     can be given exactly the SOA of the server it is compared with.
     """
     zone = zone if zone.endswith(".") else f"{zone}."
+    files = zones_yaml_to_bind(zones_dir, {zone: (soa, soa_ttl)}, out_dir, timeout=timeout)
+    return files[zone]
+
+
+def zones_yaml_to_bind(
+    zones_dir: Path,
+    zones: Mapping[str, tuple[str | None, int | None]],
+    out_dir: Path,
+    *,
+    timeout: float = 120.0,
+) -> dict[str, Path]:
+    """Like :func:`zone_yaml_to_bind` for several zones in one ``octodns-sync`` run.
+
+    ``zones`` maps each zone name to its ``(soa, soa_ttl)`` replacement (``None`` keeps
+    octodns-bind's); returns zone name -> zone file.
+    """
     src = Path(zones_dir).resolve()
-    if not (src / f"{zone[:-1]}.yaml").is_file():
-        raise FileNotFoundError(src / f"{zone[:-1]}.yaml")
+    wanted = {(z if z.endswith(".") else f"{z}."): soa for z, soa in zones.items()}
+    for zone in wanted:
+        if not (src / f"{zone[:-1]}.yaml").is_file():
+            raise FileNotFoundError(src / f"{zone[:-1]}.yaml")
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    config = out / f"octodns-{zone[:-1]}.yaml"
+    first = next(iter(wanted))[:-1] if len(wanted) == 1 else "batch"
+    config = out / f"octodns-{first}.yaml"
     # JSON-style flow mappings are valid YAML and need no yaml dependency here.
     config.write_text(
         "providers:\n"
@@ -75,23 +94,29 @@ def zone_yaml_to_bind(
         " enforce_order: false}\n"
         f"  {TARGET_ID}: {{class: octodns_bind.ZoneFileProvider, directory: '{out}',"
         " file_extension: .zone, strict_supports: false}\n"
-        f"zones:\n  '{zone}': {{sources: [yaml], targets: [{TARGET_ID}]}}\n"
+        "zones:\n"
+        + "".join(f"  '{zone}': {{sources: [yaml], targets: [{TARGET_ID}]}}\n" for zone in wanted)
     )
     sync = Path(sys.executable).with_name("octodns-sync")
     cmd = [str(sync)] if sync.exists() else [sys.executable, "-m", "octodns.cmds.sync"]
     proc = subprocess.run(
-        [*cmd, "--config-file", str(config), "--doit", "--force", zone],
+        [*cmd, "--config-file", str(config), "--doit", "--force", *wanted],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=out,
     )
-    target = out / f"{zone[:-1]}.zone"
-    if proc.returncode != 0 or not target.is_file():
-        raise NsdError(f"octodns-sync failed for {zone} (exit {proc.returncode}):\n{proc.stderr}")
-    if soa is not None or soa_ttl is not None:
-        _replace_soa(target, soa, soa_ttl)
-    return target
+    files: dict[str, Path] = {}
+    for zone, (soa, soa_ttl) in wanted.items():
+        target = out / f"{zone[:-1]}.zone"
+        if proc.returncode != 0 or not target.is_file():
+            raise NsdError(
+                f"octodns-sync failed for {zone} (exit {proc.returncode}):\n{proc.stderr}"
+            )
+        if soa is not None or soa_ttl is not None:
+            _replace_soa(target, soa, soa_ttl)
+        files[zone] = target
+    return files
 
 
 def _replace_soa(path: Path, soa: str | None, ttl: int | None) -> None:
