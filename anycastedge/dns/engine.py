@@ -11,7 +11,7 @@ import dns.rdatatype
 import dns.rrset
 from dns.rdatatype import RdataType
 
-from anycastedge.dns.zone import Name, Node, RRset, Zone, ZoneSet
+from anycastedge.dns.zone import Name, RRset, Zone, ZoneSet, synthesized
 from anycastedge.gslb.model import DynamicRecord
 
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
@@ -112,7 +112,7 @@ def _lookup(
         if dname is not None:
             _synthesize_from_dname(zone, qname, qtype, dname, result, seen, choose)
             return
-        node = _wildcard(zone, qname)
+        node = zone.wildcard(qname)
         if node is None:
             result.rcode = NXDOMAIN
             _negative(zone, result)
@@ -157,10 +157,7 @@ def _chosen(zone: Zone, rrset: RRset, choose: Chooser | None) -> RRset:
 
 def _add_answer(zone: Zone, rrset: RRset, qname: Name, result: Answer) -> None:
     if rrset.name != qname:  # synthesized from a wildcard: the owner is the query name
-        copy = dns.rrset.RRset(qname, rrset.rdclass, rrset.rdtype)
-        copy.update(rrset)
-        copy.update_ttl(rrset.ttl)
-        rrset = copy
+        rrset = synthesized(rrset, qname)
     result.answer.append(rrset)
     _add_additional(zone, rrset, result)
 
@@ -201,16 +198,6 @@ def _referral(zone: Zone, cut: Name, result: Answer, keep_aa: bool = False) -> N
 
 def _negative(zone: Zone, result: Answer) -> None:
     result.authority.append(zone.negative_soa)
-
-
-def _wildcard(zone: Zone, qname: Name) -> Node | None:
-    """The wildcard node that synthesizes ``qname`` (RFC 4592), found at the closest encloser."""
-    encloser = qname.parent()
-    while encloser not in zone.names:
-        if encloser == zone.origin:
-            break
-        encloser = encloser.parent()
-    return zone.nodes.get(Name((b"*",) + encloser.labels))
 
 
 def _dname_above(zone: Zone, qname: Name) -> RRset | None:

@@ -51,8 +51,18 @@ class Zone:
                 return candidate
         return None
 
+    def wildcard(self, name: Name) -> Node | None:
+        """The wildcard node that synthesizes ``name`` (RFC 4592), found at the closest encloser."""
+        encloser = name.parent()
+        while encloser not in self.names:
+            if encloser == self.origin:
+                break
+            encloser = encloser.parent()
+        return self.nodes.get(Name((WILDCARD,) + encloser.labels))
+
     def addresses(self, name: Name) -> Iterator[RRset]:
-        """A and AAAA RRsets for ``name``, from authoritative data or glue."""
+        """A and AAAA RRsets for ``name``: authoritative data, glue, or (for a name that does
+        not exist) synthesized from the wildcard that covers it, as NSD adds them."""
         for source in (self.nodes, self.glue):
             node = source.get(name)
             if node:
@@ -61,6 +71,21 @@ class Zone:
                     if rrset is not None:
                         yield rrset
                 return
+        if name in self.names or name == self.origin or self.find_cut(name) is not None:
+            return
+        node = self.wildcard(name)
+        for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+            rrset = node.get(rdtype) if node else None
+            if rrset is not None:
+                yield synthesized(rrset, name)
+
+
+def synthesized(rrset: RRset, owner: Name) -> RRset:
+    """``rrset`` owned by ``owner`` (an answer synthesized from a wildcard)."""
+    copy = dns.rrset.RRset(owner, rrset.rdclass, rrset.rdtype)
+    copy.update(rrset)
+    copy.update_ttl(rrset.ttl)
+    return copy
 
 
 class ZoneSet:

@@ -18,9 +18,8 @@ compared with tests/support/compare.py; a truncated UDP reply is also asked over
 
 Where anycastedge differs from NSD on purpose (docs/dns-behaviour.md), NSD's reply is normalised
 for exactly that (``_normalise_nsd``): CNAME chains stop at the query's zone and after 8 links,
-ANY picks the lowest type code, a reply that does not fit is the bare question with TC. Differences
-nothing documents are bugs left for the data plane rewrite (``KNOWN_BUGS``): recognised here, and
-each reproduced by a minimal xfail(strict) test on the hand-written zone ``fixed.test.``.
+ANY picks the lowest type code, a reply that does not fit is the bare question with TC. Bugs it
+found are kept as minimal tests on the hand-written zone ``fixed.test.``.
 
 Knobs: ANYCASTEDGE_NSD_DIFF_SEED (zone batch and question seed, default 0),
 ANYCASTEDGE_NSD_DIFF_EXAMPLES (questions, default 2000).
@@ -664,32 +663,6 @@ def _normalise_nsd(
             summary["additional"] = ours_additional
 
 
-# ----------------------------------------------------------------------------- known bugs
-
-#: Differences from NSD that no document asks for: bugs of the current server, left for the data
-#: plane rewrite. Each has a minimal xfail(strict) reproduction below; the property test reports
-#: them as recognised (in its output) instead of failing on them, so that it keeps finding new ones.
-KNOWN_BUGS: dict[str, str] = {
-    "WILDCARD_ADDITIONAL": "additional-section processing ignores wildcards: NSD adds the A/AAAA "
-    "synthesized from `*.x` for an NS/MX/SRV target covered by it (glue in referrals included); "
-    "anycastedge adds only addresses at exactly that name",
-}
-
-
-def known_bug(servers: Servers, q: Question, lines: list[str]) -> str | None:
-    """The KNOWN_BUGS key that explains every line of ``lines`` (a ``differences`` result)."""
-    details = [line for line in lines if line.startswith("  ")]
-    owners = {zone.absolute(rel) for zone in servers.zones for rel in zone.records}
-    if all(
-        line.startswith("  additional: only NSD ")
-        and line.split()[6] in ("A", "AAAA")
-        and line.split()[4] not in owners  # synthesized from a wildcard
-        for line in details
-    ):
-        return "WILDCARD_ADDITIONAL"
-    return None
-
-
 # ----------------------------------------------------------------------------- the tests
 
 
@@ -703,41 +676,33 @@ def known_bug(servers: Servers, q: Question, lines: list[str]) -> str | None:
 @given(data=st.data())
 def test_generated_zones_answer_like_nsd(servers: Servers, data: st.DataObject) -> None:
     """Every drawn question gets the same reply from anycastedge as from NSD 4, apart from the
-    documented differences (``_normalise_nsd``) and the recognised KNOWN_BUGS."""
+    documented differences (``_normalise_nsd``)."""
     q = data.draw(questions(servers.zones), label="question")
     lines = differences(servers, q)
-    bug = known_bug(servers, q, lines) if lines else None
-    if bug is not None:
-        print(f"[known bug {bug}] " + "\n".join(lines))
-        return
     assert not lines, "\n".join(lines) + f"\n(NSD zone files in {servers.bind_dir})"
 
 
-def _reproduce(servers: Servers, qname: str, qtype: str, bug: str) -> None:
+def _reproduce(servers: Servers, qname: str, qtype: str) -> None:
     for payload, tcp in ((1232, False), (None, False), (1232, True)):
         q = Question(qname, qtype, payload, tcp)
         lines = differences(servers, q)
-        assert known_bug(servers, q, lines) in (bug, None), "\n".join(lines)
-        assert not lines, f"{KNOWN_BUGS[bug]}:\n" + "\n".join(lines)
+        assert not lines, "\n".join(lines)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=KNOWN_BUGS["WILDCARD_ADDITIONAL"])
 def test_mx_target_under_wildcard_gets_additional(servers: Servers) -> None:
     """MX to `host.wild` (covered by `*.wild A`): the synthesized A is in additional (as NSD)."""
-    _reproduce(servers, f"mx.{FIXED}", "MX", "WILDCARD_ADDITIONAL")
+    _reproduce(servers, f"mx.{FIXED}", "MX")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=KNOWN_BUGS["WILDCARD_ADDITIONAL"])
 def test_srv_target_under_wildcard_gets_additional(servers: Servers) -> None:
     """SRV to `host.wild` (covered by `*.wild A`): the synthesized A is in additional (as NSD)."""
-    _reproduce(servers, f"_sip._tcp.{FIXED}", "SRV", "WILDCARD_ADDITIONAL")
+    _reproduce(servers, f"_sip._tcp.{FIXED}", "SRV")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=KNOWN_BUGS["WILDCARD_ADDITIONAL"])
 def test_referral_glue_from_wildcard(servers: Servers) -> None:
     """A referral to `sub` (NS `ns.wild`, covered by `*.wild A`) carries the synthesized A as
     glue in additional (as NSD)."""
-    _reproduce(servers, f"host.sub.{FIXED}", "A", "WILDCARD_ADDITIONAL")
+    _reproduce(servers, f"host.sub.{FIXED}", "A")
 
 
 def test_cross_zone_chain_and_chain_limit_are_the_documented_differences(
