@@ -26,7 +26,33 @@ class CnameNode:
     """A static CNAME: its RR, and the lower-cased wire target to follow inside the zone."""
 
     rr: bytes  # owner pointer to the question, RDATA the target uncompressed
-    target: bytes
+    target: bytes | None  # None: outside the zone, where the resolver follows it
+
+
+@dataclass(slots=True)
+class CutNode:
+    """A delegation: every question at or below it gets the referral (NS and glue)."""
+
+    origin: bytes  # the zone's apex, lower-cased wire
+    name: bytes  # the cut, lower-cased wire
+    ns: RRset
+    glue: tuple[RRset, ...]
+    _bodies: dict[int, tuple[int, int, bytes]] = field(default_factory=dict)
+
+    def referral(self, qlen: int) -> tuple[int, int, bytes]:
+        """NS count, glue count and the RRs, for a question name of ``qlen`` octets."""
+        body = self._bodies.get(qlen)
+        if body is None:
+            names = NameWriter(
+                {self.name: 12 + qlen - len(self.name), self.origin: 12 + qlen - len(self.origin)}
+            )
+            body = self._bodies[qlen] = (
+                len(self.ns),
+                sum(len(g) for g in self.glue),
+                encode_section(self.ns, names)
+                + b"".join(encode_section(g, names) for g in self.glue),
+            )
+        return body
 
 
 # Types whose RDATA holds names that NSD compresses or that trigger additional-section processing
@@ -74,7 +100,7 @@ class CompiledZone:
 
     origin: bytes  # lower-cased wire name
     label: str  # the zone's metric label
-    nodes: dict[bytes, WireNode | CnameNode | None]
+    nodes: dict[bytes, WireNode | CnameNode | CutNode | None]
     ns_rrset: RRset | None  # the apex NS set, added to positive answers with its addresses
     glue: tuple[RRset, ...]  # the apex NS targets' addresses, in the engine's order
     glue_names: frozenset[bytes]  # their owners: an answer about one leaves it out of additional
@@ -104,25 +130,45 @@ class CompiledZone:
         # fit goes to the general renderer, which compresses fully).
         if self.ns_rrset is None:
             return 0, 0, b""
-        apex = _U16.pack(0xC000 | apex_at)
-        out = bytearray()
-        for rdata in self.ns_rrset:
-            target = self._name(rdata.target, apex)
-            out += apex + _RR_TAIL.pack(2, 1, self.ns_rrset.ttl, len(target)) + target
-        for rrset in self.glue:
-            owner = self._name(rrset.name, apex)
-            for rdata in rrset:
-                wire = rdata.to_wire()
-                assert wire is not None
-                out += owner + _RR_TAIL.pack(rrset.rdtype, rrset.rdclass, rrset.ttl, len(wire))
-                out += wire
-        return len(self.ns_rrset), sum(len(g) for g in self.glue), bytes(out)
+        names = NameWriter({self.origin: apex_at})
+        body = encode_section(self.ns_rrset, names)
+        body += b"".join(encode_section(g, names) for g in self.glue)
+        return len(self.ns_rrset), sum(len(g) for g in self.glue), body
 
-    def _name(self, name: Name, apex: bytes) -> bytes:
+
+@dataclass(frozen=True, slots=True)
+class NameWriter:
+    """Writes names ending in a pointer to one of ``suffixes`` (lower-cased wire -> offset in
+    the message): names at a known place, such as the zone apex inside the question name."""
+
+    suffixes: dict[bytes, int]
+
+    def write(self, name: Name) -> bytes:
+        """``name`` in wire form, compressed against the longest known suffix."""
         wire = _wire(name)
-        if wire.lower().endswith(self.origin) and len(wire) >= len(self.origin):
-            return wire[: len(wire) - len(self.origin)] + apex
+        lower = wire.lower()
+        at = 0
+        while lower[at]:
+            offset = self.suffixes.get(lower[at:])
+            if offset is not None:
+                return wire[:at] + _U16.pack(0xC000 | offset)
+            at += lower[at] + 1
         return wire
+
+
+def encode_section(rrset: RRset, names: NameWriter) -> bytes:
+    """``rrset`` with its owner and (for NS) its targets compressed against ``names``."""
+    owner = names.write(rrset.name)
+    out = bytearray()
+    for rdata in rrset:
+        if rrset.rdtype == dns.rdatatype.NS:
+            data = names.write(rdata.target)
+        else:
+            wire = rdata.to_wire()
+            assert wire is not None
+            data = wire
+        out += owner + _RR_TAIL.pack(rrset.rdtype, rrset.rdclass, rrset.ttl, len(data)) + data
+    return bytes(out)
 
 
 def repoint(rrs: bytes, count: int, owner: int) -> bytes:
@@ -156,7 +202,8 @@ def _below(name: bytes, subtrees: set[bytes]) -> bool:
 
 def compile_zone(zone: Zone, label: str) -> CompiledZone:
     """The wire form of ``zone``; everything the fast path cannot answer is SLOW."""
-    nodes: dict[bytes, WireNode | CnameNode | None] = {}
+    nodes: dict[bytes, WireNode | CnameNode | CutNode | None] = {}
+    origin = _wire(zone.origin)
     empty: WireNode = {}
     # Delegations and DNAMEs change the answer for every name below them: those subtrees, and
     # dynamic records, are the engine's.
@@ -168,6 +215,10 @@ def compile_zone(zone: Zone, label: str) -> CompiledZone:
     dynamic = {name for (name, _rdtype) in zone.dynamic}
     for name, node in zone.nodes.items():
         key = _wire(name)
+        if name in zone.cuts and name not in dynamic and not _below(key[key[0] + 1 :], subtrees):
+            cut_ns = node[dns.rdatatype.NS]
+            nodes[key] = CutNode(origin, key, cut_ns, _addresses(zone, cut_ns))
+            continue
         if name in dynamic or (subtrees and _below(key, subtrees)):
             nodes[key] = SLOW
             continue
@@ -176,8 +227,9 @@ def compile_zone(zone: Zone, label: str) -> CompiledZone:
             # The engine follows a chain only inside the zone; a single static CNAME whose
             # target is here is the fast path's, anything longer or stranger the engine's.
             target = cname[0].target.canonicalize()
-            if len(node) == 1 and target.is_subdomain(zone.origin):
-                nodes[key] = CnameNode(encode_rrset(cname)[1], _wire(target))
+            if len(node) == 1:
+                inside = target.is_subdomain(zone.origin)
+                nodes[key] = CnameNode(encode_rrset(cname)[1], _wire(target) if inside else None)
             else:
                 nodes[key] = SLOW
             continue
@@ -190,23 +242,27 @@ def compile_zone(zone: Zone, label: str) -> CompiledZone:
         # Empty non-terminals exist: NODATA, not NXDOMAIN.
         nodes.setdefault(key, SLOW if subtrees and _below(key, subtrees) else dict(empty))
     ns = zone.nodes[zone.origin].get(dns.rdatatype.NS)
-    glue: list[RRset] = []
-    if ns is not None:
-        seen = set()
-        for rdata in ns:
-            target = rdata.target.canonicalize()
-            if target.is_subdomain(zone.origin):
-                for address in zone.addresses(target):
-                    if (address.name, address.rdtype) not in seen:
-                        seen.add((address.name, address.rdtype))
-                        glue.append(address)
+    glue = _addresses(zone, ns) if ns is not None else ()
     soa = zone.negative_soa
     rdata = soa[0].to_wire()
     assert rdata is not None
     negative = struct.pack("!HHIH", soa.rdtype, soa.rdclass, soa.ttl, len(rdata)) + rdata
-    origin = _wire(zone.origin)
     glue_names = frozenset(_wire(rrset.name).lower() for rrset in glue)
-    return CompiledZone(origin, label, nodes, ns, tuple(glue), glue_names, (len(origin), negative))
+    return CompiledZone(origin, label, nodes, ns, glue, glue_names, (len(origin), negative))
+
+
+def _addresses(zone: Zone, ns: RRset) -> tuple[RRset, ...]:
+    """The in-zone addresses of ``ns``'s targets, each once, in the engine's order."""
+    out: list[RRset] = []
+    seen = set()
+    for rdata in ns:
+        target = rdata.target.canonicalize()
+        if target.is_subdomain(zone.origin):
+            for address in zone.addresses(target):
+                if (address.name, address.rdtype) not in seen:
+                    seen.add((address.name, address.rdtype))
+                    out.append(address)
+    return tuple(out)
 
 
 def compile_zones(zones: ZoneSet) -> dict[bytes, CompiledZone]:

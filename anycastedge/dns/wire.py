@@ -27,11 +27,20 @@ from anycastedge.dns.compiled import (
     SLOW_QTYPES,
     CnameNode,
     CompiledZone,
+    CutNode,
     compile_zones,
     repoint,
 )
 from anycastedge.dns.counters import DnsCounters, MetricKey, PoolKey
-from anycastedge.dns.engine import FORMERR, NOTIMP, Answer, Chooser, Undecided, resolve
+from anycastedge.dns.engine import (
+    FORMERR,
+    MAX_CNAME_CHAIN,
+    NOTIMP,
+    Answer,
+    Chooser,
+    Undecided,
+    resolve,
+)
 from anycastedge.dns.zone import RRset, ZoneSet
 from anycastedge.gslb.decider import Decider
 from anycastedge.gslb.model import DynamicRecord
@@ -328,8 +337,9 @@ def _locate(nodes: dict[bytes, Any], name: bytes, origin_length: int) -> Any:
             break
         at += name[at] + 1
         encloser = name[at:]
-    if nodes.get(encloser, _ABSENT) is SLOW:
-        return SLOW  # at or below a delegation or DNAME
+    found = nodes.get(encloser, _ABSENT)
+    if found is SLOW or type(found) is CutNode:
+        return found  # below a delegation (the referral) or a DNAME (the engine's)
     return nodes.get(b"\x01*" + encloser, _ABSENT)
 
 
@@ -454,37 +464,60 @@ class Responder:
         if zone is None:
             return None
         nodes = zone.nodes
-        node = _locate(nodes, qname, len(zone.origin))
+        origin_length = len(zone.origin)
+        node = _locate(nodes, qname, origin_length)
         if node is _ABSENT:
             return self._negative(data, q, tcp, zone, 3)
         if node is SLOW or qname in zone.glue_names:
             return None  # the engine leaves the answer's own addresses out of additional
         qlen = len(qname)
-        if type(node) is CnameNode:
-            # CNAME, then the target's RRs owned by the name in the CNAME's RDATA.
-            if node.target in zone.glue_names:
-                return None
-            target = _locate(nodes, node.target, len(zone.origin))
-            if target is _ABSENT:
-                return self._negative(data, q, tcp, zone, 3, node.rr)
-            if target is SLOW or type(target) is CnameNode:
-                return None
-            entry = target.get(qtype, _ABSENT)
-            if entry is SLOW:
-                return None
-            if entry is _ABSENT:  # NODATA at the target: the CNAME, and the SOA
-                return self._negative(data, q, tcp, zone, 0, node.rr)
-            count, rrs = entry
-            rrs = node.rr + repoint(rrs, count, 16 + qlen + 12)
+        if type(node) is CutNode:
+            return self._referral(data, q, tcp, zone, node, qlen)
+        answer: list[bytes] = []
+        count = 0
+        owner_at = 12  # where the name that owns the next RRs is: the question, at first
+        end = 16 + qlen  # where the next RR starts
+        seen = {qname}
+        while type(node) is CnameNode:
+            # CNAME, then what its target holds, owned by the name in the CNAME's RDATA.
+            rr = node.rr if owner_at == 12 else repoint(node.rr, 1, owner_at)
+            answer.append(rr)
             count += 1
-        else:
-            entry = node.get(qtype, _ABSENT)
-            if entry is _ABSENT:
-                return self._negative(data, q, tcp, zone, 0)
-            if entry is SLOW:
+            owner_at, end = end + 12, end + len(rr)
+            target = node.target
+            if target is None:  # out of the zone: the resolver follows it
+                return self._positive(data, q, tcp, zone, qtype, b"".join(answer), count, False)
+            if target in seen or target in zone.glue_names or count >= MAX_CNAME_CHAIN:
                 return None
-            count, rrs = entry
-        ns, ar, more = zone.tail(12 + qlen - len(zone.origin))
+            seen.add(target)
+            node = _locate(nodes, target, origin_length)
+            if node is _ABSENT:
+                return self._negative(data, q, tcp, zone, 3, b"".join(answer), count)
+            if node is SLOW or type(node) is CutNode:
+                return None
+        entry = node.get(qtype, _ABSENT)
+        if entry is _ABSENT:
+            return self._negative(data, q, tcp, zone, 0, b"".join(answer), count)
+        if entry is SLOW:
+            return None
+        n, rrs = entry
+        answer.append(rrs if owner_at == 12 else repoint(rrs, n, owner_at))
+        return self._positive(data, q, tcp, zone, qtype, b"".join(answer), count + n, True)
+
+    def _positive(
+        self,
+        data: bytes,
+        q: Query,
+        tcp: bool,
+        zone: CompiledZone,
+        qtype: int,
+        rrs: bytes,
+        count: int,
+        with_ns: bool,
+    ) -> tuple[bytes, MetricKey] | None:
+        """An answer; ``with_ns``: the apex NS set and its addresses follow (as NSD)."""
+        qlen = len(q.key) - 4
+        ns, ar, more = zone.tail(12 + qlen - len(zone.origin)) if with_ns else (0, 0, b"")
         opt = self._static_opt(q)
         response = b"".join(
             (
@@ -501,16 +534,44 @@ class Responder:
             return None  # the general path drops optional sections or truncates
         return response, (zone.label, _QTYPE_LABELS.get(qtype, "other"), "NOERROR", _TRANSPORT[tcp])
 
-    def _negative(
-        self, data: bytes, q: Query, tcp: bool, zone: CompiledZone, rcode: int, cname: bytes = b""
+    def _referral(
+        self, data: bytes, q: Query, tcp: bool, zone: CompiledZone, cut: CutNode, qlen: int
     ) -> tuple[bytes, MetricKey] | None:
-        """NXDOMAIN or NODATA: the SOA in authority, after the CNAME that led here if any."""
+        """Not authoritative here: the delegation's NS set, and its glue (never dropped)."""
+        ns, ar, body = cut.referral(qlen)
+        opt = self._static_opt(q)
+        response = b"".join(
+            (
+                data[:2],
+                bytes((0x80 | (data[2] & 0x01), data[3] & 0x10)),
+                _COUNTS.pack(1, 0, ns, ar + (1 if opt else 0)),
+                data[12 : q.qname_end + 4],
+                body,
+                opt,
+            )
+        )
+        if len(response) > self._limit(q, tcp):
+            return None
+        qtype = (q.key[-4] << 8) | q.key[-3]
+        return response, (zone.label, _QTYPE_LABELS.get(qtype, "other"), "NOERROR", _TRANSPORT[tcp])
+
+    def _negative(
+        self,
+        data: bytes,
+        q: Query,
+        tcp: bool,
+        zone: CompiledZone,
+        rcode: int,
+        cname: bytes = b"",
+        ancount: int = 0,
+    ) -> tuple[bytes, MetricKey] | None:
+        """NXDOMAIN or NODATA: the SOA in authority, after the CNAMEs that led here if any."""
         opt = self._static_opt(q)
         response = b"".join(
             (
                 data[:2],
                 bytes((0x84 | (data[2] & 0x01), (data[3] & 0x10) | rcode)),
-                _COUNTS.pack(1, 1 if cname else 0, 1, 1 if opt else 0),
+                _COUNTS.pack(1, ancount, 1, 1 if opt else 0),
                 data[12 : q.qname_end + 4],
                 cname,
                 zone.soa_after(len(q.key) - 4),

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anycastedge.dns.compiled import SLOW, CnameNode, compile_zone, repoint
+from anycastedge.dns.compiled import SLOW, CnameNode, CutNode, compile_zone, repoint
 from anycastedge.dns.wire import Responder, parse_query
 from anycastedge.dns.zone import ZoneSet
 
@@ -41,10 +41,10 @@ def test_nodes_hold_pre_encoded_rrs_owned_by_the_question(compiled) -> None:  # 
 
 
 def test_what_the_engine_must_answer_is_marked_slow(compiled) -> None:  # type: ignore[no-untyped-def]
-    """Delegations and what is below them, and types with names in their data, are SLOW;
-    a CNAME to a name in the zone is a CnameNode; empty non-terminals exist with no types."""
+    """A delegation is a CutNode (names below it are found through it); types with names in
+    their data are SLOW; a CNAME is a CnameNode; empty non-terminals exist with no types."""
     nodes = compiled.nodes
-    assert nodes[wire("deleg.engine.test.")] is SLOW
+    assert type(nodes[wire("deleg.engine.test.")]) is CutNode
     assert wire("below.deleg.engine.test.") not in nodes  # occluded: found through the cut
     assert nodes[wire("engine.test.")][dns.rdatatype.MX] is SLOW
     assert type(nodes[wire("www.engine.test.")]) in (CnameNode, dict)
@@ -118,7 +118,8 @@ def test_fast_path_answers_as_the_engine(
 
 
 def test_fast_path_answers_most_questions(engine_zones: ZoneSet) -> None:
-    """The fast path is taken for plain answers, NODATA, NXDOMAIN and wildcards (not a no-op)."""
+    """The fast path is taken for plain answers, NXDOMAIN, wildcards, NODATA, referrals and
+    CNAMEs (it is not a no-op)."""
     responder = Responder(engine_zones, "ams1")
     taken = 0
     for name in (
@@ -126,7 +127,9 @@ def test_fast_path_answers_most_questions(engine_zones: ZoneSet) -> None:
         "nope.engine.test.",
         "x.wild.engine.test.",
         "ent.engine.test.",
+        "below.deleg.engine.test.",
+        "www.engine.test.",
     ):
         data = dns.message.make_query(name, "A", id=1).to_wire()
         taken += responder._assemble(data, parse_query(data), False) is not None  # noqa: SLF001
-    assert taken == 4
+    assert taken == 6
