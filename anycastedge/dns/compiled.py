@@ -18,7 +18,19 @@ import dns.rdatatype
 from anycastedge.dns.zone import Name, RRset, Zone, ZoneSet
 
 SLOW = None  # a node or a type the general engine must answer
-WireNode = dict[int, "tuple[int, bytes] | None"]  # type -> (RR count, RRs), or SLOW
+
+
+@dataclass(frozen=True, slots=True)
+class WithTargets:
+    """MX or SRV RRs (owner a pointer to the question, targets uncompressed) and where in them
+    each target name starts: its addresses go into the additional section (RFC 1034 3.6.2)."""
+
+    count: int
+    rrs: bytes
+    targets: tuple[tuple[bytes, int], ...]  # lower-cased wire target, offset in ``rrs``
+
+
+WireNode = dict[int, "tuple[int, bytes] | WithTargets | None"]  # type -> RRs, or SLOW
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +119,7 @@ class CompiledZone:
     negative: tuple[int, bytes]  # apex length, the SOA RR after its owner (negative answers)
     _tails: dict[int, tuple[int, int, bytes]] = field(default_factory=dict)
     _soas: dict[int, bytes] = field(default_factory=dict)
+    _splits: dict[int, int] = field(default_factory=dict)
 
     def soa_after(self, qlen: int) -> bytes:
         """The negative SOA RR, owned by the apex within a question name of ``qlen`` octets."""
@@ -131,9 +144,14 @@ class CompiledZone:
         if self.ns_rrset is None:
             return 0, 0, b""
         names = NameWriter({self.origin: apex_at})
-        body = encode_section(self.ns_rrset, names)
-        body += b"".join(encode_section(g, names) for g in self.glue)
+        authority = encode_section(self.ns_rrset, names)
+        self._splits[apex_at] = len(authority)
+        body = authority + b"".join(encode_section(g, names) for g in self.glue)
         return len(self.ns_rrset), sum(len(g) for g in self.glue), body
+
+    def tail_split(self, apex_at: int) -> int:
+        """Where the authority section ends in ``tail(apex_at)`` (after a call to it)."""
+        return self._splits.get(apex_at, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,10 +251,7 @@ def compile_zone(zone: Zone, label: str) -> CompiledZone:
             else:
                 nodes[key] = SLOW
             continue
-        nodes[key] = {
-            int(rdtype): SLOW if rdtype in _NAME_TYPES else encode_rrset(rrset)
-            for rdtype, rrset in node.items()
-        }
+        nodes[key] = {int(rdtype): _entry(zone, rrset) for rdtype, rrset in node.items()}
     for name in zone.names:
         key = _wire(name)
         # Empty non-terminals exist: NODATA, not NXDOMAIN.
@@ -249,6 +264,26 @@ def compile_zone(zone: Zone, label: str) -> CompiledZone:
     negative = struct.pack("!HHIH", soa.rdtype, soa.rdclass, soa.ttl, len(rdata)) + rdata
     glue_names = frozenset(_wire(rrset.name).lower() for rrset in glue)
     return CompiledZone(origin, label, nodes, ns, glue, glue_names, (len(origin), negative))
+
+
+# Where the target name starts in the RDATA of the types whose targets bring addresses.
+_TARGET_AT = {int(dns.rdatatype.MX): 2, int(dns.rdatatype.SRV): 6}
+
+
+def _entry(zone: Zone, rrset: RRset) -> tuple[int, bytes] | WithTargets | None:
+    rdtype = int(rrset.rdtype)
+    skip = _TARGET_AT.get(rdtype)
+    if skip is not None:
+        count, rrs = encode_rrset(rrset)
+        targets = []
+        at = 0
+        for rdata in rrset:
+            target = rdata.exchange if rdtype == dns.rdatatype.MX else rdata.target
+            if target.is_subdomain(zone.origin):
+                targets.append((_wire(target.canonicalize()), at + 12 + skip))
+            at += 12 + ((rrs[at + 10] << 8) | rrs[at + 11])
+        return WithTargets(count, rrs, tuple(targets))
+    return SLOW if rdtype in _NAME_TYPES else encode_rrset(rrset)
 
 
 def _addresses(zone: Zone, ns: RRset) -> tuple[RRset, ...]:

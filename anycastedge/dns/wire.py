@@ -28,6 +28,7 @@ from anycastedge.dns.compiled import (
     CnameNode,
     CompiledZone,
     CutNode,
+    WithTargets,
     compile_zones,
     repoint,
 )
@@ -500,6 +501,10 @@ class Responder:
             return self._negative(data, q, tcp, zone, 0, b"".join(answer), count)
         if entry is SLOW:
             return None
+        if type(entry) is WithTargets:
+            if owner_at != 12:
+                return None  # through a CNAME: the engine's
+            return self._with_targets(data, q, tcp, zone, qtype, entry)
         n, rrs = entry
         answer.append(rrs if owner_at == 12 else repoint(rrs, n, owner_at))
         return self._positive(data, q, tcp, zone, qtype, b"".join(answer), count + n, True)
@@ -532,6 +537,54 @@ class Responder:
         )
         if len(response) > self._limit(q, tcp):
             return None  # the general path drops optional sections or truncates
+        return response, (zone.label, _QTYPE_LABELS.get(qtype, "other"), "NOERROR", _TRANSPORT[tcp])
+
+    def _with_targets(
+        self, data: bytes, q: Query, tcp: bool, zone: CompiledZone, qtype: int, entry: WithTargets
+    ) -> tuple[bytes, MetricKey] | None:
+        """MX or SRV: the RRs, the targets' addresses (owned by pointers to the targets in the
+        RRs), then the apex NS set and its addresses, each address RRset once (as the engine)."""
+        qlen = len(q.key) - 4
+        nodes = zone.nodes
+        extra: list[bytes] = []
+        added = 0
+        seen: set[bytes] = set()
+        for target, at in entry.targets:
+            if target in seen:
+                continue
+            if target in zone.glue_names:
+                return None  # also an NS host: the engine orders the additional section
+            seen.add(target)
+            node = _locate(nodes, target, len(zone.origin))
+            if node is _ABSENT or type(node) is CnameNode:
+                continue
+            if node is SLOW or type(node) is CutNode:
+                return None
+            for rdtype in (1, 28):  # A, AAAA
+                found = node.get(rdtype)
+                if found is not None:
+                    if type(found) is not tuple:
+                        return None
+                    extra.append(repoint(found[1], found[0], 16 + qlen + at))
+                    added += found[0]
+        ns, ar, more = zone.tail(12 + qlen - len(zone.origin))
+        split = zone.tail_split(12 + qlen - len(zone.origin))
+        opt = self._static_opt(q)
+        response = b"".join(
+            (
+                data[:2],
+                bytes((0x84 | (data[2] & 0x01), data[3] & 0x10)),
+                _COUNTS.pack(1, entry.count, ns, added + ar + (1 if opt else 0)),
+                data[12 : q.qname_end + 4],
+                entry.rrs,
+                more[:split],  # authority: the apex NS set
+                *extra,  # additional: the targets' addresses first, as the engine adds them
+                more[split:],
+                opt,
+            )
+        )
+        if len(response) > self._limit(q, tcp):
+            return None
         return response, (zone.label, _QTYPE_LABELS.get(qtype, "other"), "NOERROR", _TRANSPORT[tcp])
 
     def _referral(

@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anycastedge.dns.compiled import SLOW, CnameNode, CutNode, compile_zone, repoint
+from anycastedge.dns.compiled import (
+    SLOW,
+    CnameNode,
+    CutNode,
+    WithTargets,
+    compile_zone,
+    repoint,
+)
 from anycastedge.dns.wire import Responder, parse_query
 from anycastedge.dns.zone import ZoneSet
 
@@ -46,7 +53,9 @@ def test_what_the_engine_must_answer_is_marked_slow(compiled) -> None:  # type: 
     nodes = compiled.nodes
     assert type(nodes[wire("deleg.engine.test.")]) is CutNode
     assert wire("below.deleg.engine.test.") not in nodes  # occluded: found through the cut
-    assert nodes[wire("engine.test.")][dns.rdatatype.MX] is SLOW
+    assert nodes[wire("engine.test.")][dns.rdatatype.SOA] is SLOW
+    mx = nodes[wire("engine.test.")][dns.rdatatype.MX]
+    assert type(mx) is WithTargets and mx.targets  # its exchanges' addresses follow
     assert type(nodes[wire("www.engine.test.")]) in (CnameNode, dict)
     assert nodes[wire("ent.engine.test.")] == {}
 

@@ -301,8 +301,8 @@ def test_udp_responder_exception_is_counted_not_raised(engine_zones: ZoneSet) ->
 
     source = Source(Responder(engine_zones, POP, resolver=broken))
     proto, transport = udp(source)
-    with logged_failures() as failures:  # MX: answered by the engine, not the compiled zone
-        proto.datagramReceived(make_query("engine.test.", "MX"), CLIENT)
+    with logged_failures() as failures:  # SOA: answered by the engine, not the compiled zone
+        proto.datagramReceived(make_query("engine.test.", "SOA"), CLIENT)
     assert source.errors == 1 and len(failures) == 1 and transport.sent == []
     source.responder = Responder(engine_zones, POP)  # a reload swaps the Responder
     proto.datagramReceived(make_query("www.engine.test."), CLIENT)
@@ -462,7 +462,7 @@ def test_tcp_responder_exception_closes_only_that_connection(engine_zones: ZoneS
     factory, source, _ = stream_factory(Responder(engine_zones, POP, resolver=broken))
     proto, transport = tcp_connection(factory)
     with logged_failures() as failures:
-        proto.dataReceived(framed(make_query("engine.test.", "MX")))
+        proto.dataReceived(framed(make_query("engine.test.", "SOA")))
     assert transport.disconnecting and source.errors == 1 and len(failures) == 1
 
 
