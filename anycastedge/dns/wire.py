@@ -679,6 +679,20 @@ class Responder:
         for pool in pools:
             answers[pool] = answers.get(pool, 0) + 1
 
+    def dispose(self) -> None:
+        """Take this retired Responder's data apart entry by entry, so that freeing a large zone
+        set yields the GIL often instead of holding it for seconds (run in a thread). Only for
+        a Responder whose zones no other one shares: every reload builds them all anew."""
+        big: list[Any] = [*self._exact, *self._dynamic_hits, self._entries]
+        for compiled in self._compiled.values():
+            big.append(compiled.nodes)
+        for zone in self.zones:
+            big += [zone.nodes, zone.glue, zone.dynamic]
+        for mapping in big:
+            if isinstance(mapping, dict):
+                while mapping:
+                    mapping.popitem()
+
     def health_changed(self) -> None:
         """Dynamic answers cached for the old health state are stale: drop them."""
         for hits in self._dynamic_hits:
