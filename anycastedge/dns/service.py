@@ -7,6 +7,7 @@ so that a zone's serial never goes backwards across reloads and restarts.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Callable, Hashable, Mapping
@@ -115,6 +116,7 @@ class ZoneService(service.Service):
         fingerprint = self._fingerprint_now()
         built = self._build(dict(self.serials))
         self._swap(built, fingerprint, "start")
+        gc.freeze()  # see reload
         return built.warnings
 
     def _swap(self, built: Built, fingerprint: Hashable, trigger: str) -> None:
@@ -144,6 +146,11 @@ class ZoneService(service.Service):
             return self._reloading
         fingerprint = self._fingerprint_now()
         previous = dict(self.serials)
+        # A zone set is millions of long-lived objects. A full collection while a new one is
+        # built would scan them all in one C call, holding the GIL for seconds and stalling every
+        # query; so no collection while building, and what is served is then frozen out of the
+        # collector's scans (it is freed by reference counting when it is retired).
+        gc.disable()
         d: defer.Deferred[Built] = threads.deferToThreadPool(
             self._reactor, self._reactor.getThreadPool(), self._build, previous
         )
@@ -169,6 +176,8 @@ class ZoneService(service.Service):
             return False
 
         def done(result: bool) -> bool:
+            gc.freeze()
+            gc.enable()
             self._reloading = None
             if self._again:
                 self._again = False
