@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +16,11 @@ from tests.support.octodns_sdist import SdistUnavailable, octodns_test_config
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Hypothesis keeps its example database in ./.hypothesis by default: not in our tree.
+# Hypothesis keeps its example database and caches (unicode tables) in ./.hypothesis by default:
+# not in our tree. Its caches may live in the system's temporary directory; the database nowhere.
+os.environ.setdefault(
+    "HYPOTHESIS_STORAGE_DIRECTORY", str(Path(tempfile.gettempdir()) / "anycastedge-hypothesis")
+)
 settings.register_profile("anycastedge", database=None)
 settings.load_profile("anycastedge")
 

@@ -18,6 +18,7 @@ from tests.support.server import (
     DEFAULT_POP,
     REPO_ZONES,
     ServerHandle,
+    minimal_pop_yaml,
     running_server,
     zone_names,
 )
@@ -188,7 +189,9 @@ def test_metrics_pass_promtool(server: ServerHandle) -> None:
 def test_reload_command_reports_the_outcome(zones_copy: Path, tmp_path: Path) -> None:
     """`anycastedge reload` reloads a running serve through its control endpoint: a broken
     zone is rejected with file:line (exit 1) and the old zones keep serving; fixed, it loads."""
-    with running_server(zones_copy) as server:
+    # No file watcher: only the command reloads, so the counts below are exactly its own.
+    config = minimal_pop_yaml(tmp_path, dns={"watch_interval": 0})
+    with running_server(zones_copy, config=config) as server:
         control = f"127.0.0.1:{server.control_port}"
         zone = zones_copy / "example.net.yaml"
         good = zone.read_text()
