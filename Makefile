@@ -35,7 +35,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check anycastedge tests bench
 	$(BIN)/mypy
-	$(BIN)/lint-imports
+	$(BIN)/lint-imports --cache-dir $(VENV)/.import_linter_cache
 
 # Bytecode caches go to the venv too: the suite checks that it leaves the working tree as found.
 test: export PYTHONPYCACHEPREFIX := $(CURDIR)/$(VENV)/pycache
