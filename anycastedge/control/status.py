@@ -9,7 +9,7 @@ from typing import Any
 from anycastedge.bgp.decision import ANNOUNCED
 from anycastedge.config.pop import PopConfig
 from anycastedge.statedir.files import StateFileError
-from anycastedge.statedir.hook import HookStatus, read_hook_status
+from anycastedge.statedir.hook import HookStatus, read_hook_status, status_fields
 from anycastedge.statedir.maintenance import Maintenance, read_maintenance
 
 EXIT_ANNOUNCED, EXIT_ERROR, EXIT_NOT_ANNOUNCED, EXIT_NO_HOOK = 0, 1, 2, 3
@@ -69,22 +69,7 @@ def status_json(status: PopStatus) -> dict[str, Any]:
         if m is None
         else {"since": m.since, "drain_seconds": m.drain_seconds, "reason": m.reason, "who": m.who},
         "maintenance_error": status.maintenance_error,
-        "hook": None
-        if hook is None
-        else {
-            "pid": hook.pid,
-            "updated_at": hook.updated_at,
-            "state": hook.state,
-            "count": hook.count,
-            "prefixes": {
-                p: {"status": r.status, "since": r.since, "line": r.line, "why": r.why}
-                for p, r in hook.prefixes.items()
-            },
-            "checks": [
-                {"check": c.check, "ok": c.ok, "latency": c.latency, "detail": c.detail, "at": c.at}
-                for c in hook.checks
-            ],
-        },
+        "hook": None if hook is None else status_fields(hook),
         "hook_error": status.hook_error,
         "hook_age_seconds": None if hook is None else hook.age,
         "exit_code": status.exit_code,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from anycastedge.statedir.files import field_error, read_record, write_record
 
@@ -52,30 +53,25 @@ class HookStatus:
 
 def write_hook_status(state_dir: Path, status: HookStatus) -> None:
     """Replace the status file atomically."""
-    write_record(
-        state_dir / FILE,
-        KIND,
-        {
-            "pid": status.pid,
-            "updated_at": status.updated_at,
-            "state": status.state,
-            "count": status.count,
-            "prefixes": {
-                p: {"status": r.status, "since": r.since, "line": r.line, "why": r.why}
-                for p, r in status.prefixes.items()
-            },
-            "checks": [
-                {
-                    "check": c.check,
-                    "ok": c.ok,
-                    "latency": c.latency,
-                    "detail": c.detail,
-                    "at": c.at,
-                }
-                for c in status.checks
-            ],
+    write_record(state_dir / FILE, KIND, status_fields(status))
+
+
+def status_fields(status: HookStatus) -> dict[str, Any]:
+    """The record as JSON-ready fields: the file's content, and `pop status --json`'s."""
+    return {
+        "pid": status.pid,
+        "updated_at": status.updated_at,
+        "state": status.state,
+        "count": status.count,
+        "prefixes": {
+            p: {"status": r.status, "since": r.since, "line": r.line, "why": r.why}
+            for p, r in status.prefixes.items()
         },
-    )
+        "checks": [
+            {"check": c.check, "ok": c.ok, "latency": c.latency, "detail": c.detail, "at": c.at}
+            for c in status.checks
+        ],
+    }
 
 
 def read_hook_status(state_dir: Path) -> HookStatus | None:
