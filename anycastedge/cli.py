@@ -78,10 +78,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     from anycastedge.app import build_app
+    from anycastedge.dns.service import SHOWN
 
     config = _load_config(args)
     app = build_app(config, reactor)
-    _print_problems(app.warnings)
+    _print_problems(app.warnings[:SHOWN])
+    if len(app.warnings) > SHOWN:
+        print(f"... and {len(app.warnings) - SHOWN} more warnings (`anycastedge zone check` lists "
+              "them all)", file=sys.stderr)  # fmt: skip
     top, zones = app.service, app.zones
 
     def on_hup(signum: int, frame: Any) -> None:

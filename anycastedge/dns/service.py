@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import os
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,16 @@ from anycastedge.statedir.serials import ServedSerial, read_serials, write_seria
 log = Logger()
 
 Serials = Mapping[str, ServedSerial]  # by zone name with the final dot
+SHOWN = 100  # problems kept in /status and logged per reload; `zone check` lists them all
+
+
+def shown(problems: Sequence[object]) -> tuple[str, ...]:
+    """The first SHOWN problems as text, and how many more there are: a zone of 100k records
+    can carry 100k warnings, and logging them all would stall the server for seconds."""
+    out = tuple(str(p) for p in problems[:SHOWN])
+    if len(problems) > SHOWN:
+        out += (f"... and {len(problems) - SHOWN} more (`anycastedge zone check` lists them all)",)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +136,7 @@ class ZoneService(service.Service):
         self._reactor.callInThread(old.dispose)
         del old
         self._fingerprint = fingerprint
-        self.reloads.add(ReloadResult(time.time(), True, trigger, tuple(map(str, built.warnings))))
+        self.reloads.add(ReloadResult(time.time(), True, trigger, shown(built.warnings)))
         for zone in self.zones:
             log.info("serving {zone} serial {serial}", zone=zone.origin, serial=zone.serial)
             self.serials[zone.origin.to_text()] = ServedSerial(zone.digest, zone.serial)
@@ -157,18 +167,18 @@ class ZoneService(service.Service):
 
         def ok(built: Built) -> bool:
             self._swap(built, fingerprint, trigger)
-            for warning in built.warnings:
-                log.warn("zone warning: {w}", w=str(warning))
+            for warning in shown(built.warnings):
+                log.warn("zone warning: {w}", w=warning)
             return True
 
         def failed(failure: Any) -> bool:
             self._fingerprint = fingerprint  # do not retry until the files change again
             problems = (
-                [str(p) for p in failure.value.problems]
+                shown(failure.value.problems)
                 if failure.check(ConfigError)
-                else [repr(failure.value)]
+                else (repr(failure.value),)
             )
-            self.reloads.add(ReloadResult(time.time(), False, trigger, tuple(problems)))
+            self.reloads.add(ReloadResult(time.time(), False, trigger, problems))
             log.error(
                 "reload rejected, still serving the previous zones:\n{problems}",
                 problems="\n".join(f"- {p}" for p in problems),
