@@ -686,12 +686,19 @@ class Responder:
         big: list[Any] = [*self._exact, *self._dynamic_hits, self._entries]
         for compiled in self._compiled.values():
             big.append(compiled.nodes)
+        names: list[Any] = []
         for zone in self.zones:
             big += [zone.nodes, zone.glue, zone.dynamic]
+            # The names set would free every Name at once when the zone goes: hold them in a
+            # list, empty the set (cheap: the list keeps them alive), and let them go one by one.
+            names += zone.names
+            object.__setattr__(zone, "names", frozenset())
         for mapping in big:
             if isinstance(mapping, dict):
                 while mapping:
                     mapping.popitem()
+        while names:
+            names.pop()
 
     def health_changed(self) -> None:
         """Dynamic answers cached for the old health state are stale: drop them."""
