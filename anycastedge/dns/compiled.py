@@ -117,9 +117,8 @@ class CompiledZone:
     glue: tuple[RRset, ...]  # the apex NS targets' addresses, in the engine's order
     glue_names: frozenset[bytes]  # their owners: an answer about one leaves it out of additional
     negative: tuple[int, bytes]  # apex length, the SOA RR after its owner (negative answers)
-    _tails: dict[int, tuple[int, int, bytes]] = field(default_factory=dict)
+    _tails: dict[int, tuple[int, int, bytes, bytes]] = field(default_factory=dict)
     _soas: dict[int, bytes] = field(default_factory=dict)
-    _splits: dict[int, int] = field(default_factory=dict)
 
     def soa_after(self, qlen: int) -> bytes:
         """The negative SOA RR, owned by the apex within a question name of ``qlen`` octets."""
@@ -129,29 +128,24 @@ class CompiledZone:
             rr = self._soas[qlen] = _U16.pack(0xC000 | (12 + qlen - apex_length)) + soa
         return rr
 
-    def tail(self, apex_at: int) -> tuple[int, int, bytes]:
+    def tail(self, apex_at: int) -> tuple[int, int, bytes, bytes]:
         """Authority NS and additional addresses of a positive answer, for a message whose apex
-        name is at offset ``apex_at``: NS count, AR count, the RRs."""
+        name is at offset ``apex_at``: NS count, AR count, the NS RRs, the address RRs."""
         cached = self._tails.get(apex_at)
         if cached is None:
             cached = self._tails[apex_at] = self._render_tail(apex_at)
         return cached
 
-    def _render_tail(self, apex_at: int) -> tuple[int, int, bytes]:
+    def _render_tail(self, apex_at: int) -> tuple[int, int, bytes, bytes]:
         # Names below the apex end in a pointer to it, so the bytes depend on nothing but where
         # the apex is (a few bytes longer than full compression; a response that then does not
         # fit goes to the general renderer, which compresses fully).
         if self.ns_rrset is None:
-            return 0, 0, b""
+            return 0, 0, b"", b""
         names = NameWriter({self.origin: apex_at})
         authority = encode_section(self.ns_rrset, names)
-        self._splits[apex_at] = len(authority)
-        body = authority + b"".join(encode_section(g, names) for g in self.glue)
-        return len(self.ns_rrset), sum(len(g) for g in self.glue), body
-
-    def tail_split(self, apex_at: int) -> int:
-        """Where the authority section ends in ``tail(apex_at)`` (after a call to it)."""
-        return self._splits.get(apex_at, 0)
+        additional = b"".join(encode_section(g, names) for g in self.glue)
+        return len(self.ns_rrset), sum(len(g) for g in self.glue), authority, additional
 
 
 @dataclass(frozen=True, slots=True)

@@ -487,7 +487,7 @@ class Responder:
             owner_at, end = end + 12, end + len(rr)
             target = node.target
             if target is None:  # out of the zone: the resolver follows it
-                return self._positive(data, q, tcp, zone, qtype, b"".join(answer), count, False)
+                return self._positive(data, q, tcp, zone, b"".join(answer), count, False)
             if target in seen or target in zone.glue_names or count >= MAX_CNAME_CHAIN:
                 return None
             seen.add(target)
@@ -504,10 +504,10 @@ class Responder:
         if type(entry) is WithTargets:
             if owner_at != 12:
                 return None  # through a CNAME: the engine's
-            return self._with_targets(data, q, tcp, zone, qtype, entry)
+            return self._with_targets(data, q, tcp, zone, entry)
         n, rrs = entry
         answer.append(rrs if owner_at == 12 else repoint(rrs, n, owner_at))
-        return self._positive(data, q, tcp, zone, qtype, b"".join(answer), count + n, True)
+        return self._positive(data, q, tcp, zone, b"".join(answer), count + n, True)
 
     def _positive(
         self,
@@ -515,32 +515,22 @@ class Responder:
         q: Query,
         tcp: bool,
         zone: CompiledZone,
-        qtype: int,
         rrs: bytes,
         count: int,
         with_ns: bool,
     ) -> tuple[bytes, MetricKey] | None:
         """An answer; ``with_ns``: the apex NS set and its addresses follow (as NSD)."""
-        qlen = len(q.key) - 4
-        ns, ar, more = zone.tail(12 + qlen - len(zone.origin)) if with_ns else (0, 0, b"")
-        opt = self._static_opt(q)
-        response = b"".join(
-            (
-                data[:2],
-                bytes((0x84 | (data[2] & 0x01), data[3] & 0x10)),
-                _COUNTS.pack(1, count, ns, ar + (1 if opt else 0)),
-                data[12 : q.qname_end + 4],
-                rrs,
-                more,
-                opt,
-            )
+        if not with_ns:
+            return self._finish(data, q, tcp, zone, 0x84, 0, (count, 0, 0), rrs)
+        ns, ar, authority, additional = zone.tail(
+            8 + len(q.key) - len(zone.origin)
+        )  # the apex in the question
+        return self._finish(
+            data, q, tcp, zone, 0x84, 0, (count, ns, ar), rrs + authority + additional
         )
-        if len(response) > self._limit(q, tcp):
-            return None  # the general path drops optional sections or truncates
-        return response, (zone.label, _QTYPE_LABELS.get(qtype, "other"), "NOERROR", _TRANSPORT[tcp])
 
     def _with_targets(
-        self, data: bytes, q: Query, tcp: bool, zone: CompiledZone, qtype: int, entry: WithTargets
+        self, data: bytes, q: Query, tcp: bool, zone: CompiledZone, entry: WithTargets
     ) -> tuple[bytes, MetricKey] | None:
         """MX or SRV: the RRs, the targets' addresses (owned by pointers to the targets in the
         RRs), then the apex NS set and its addresses, each address RRset once (as the engine)."""
@@ -567,46 +557,17 @@ class Responder:
                         return None
                     extra.append(repoint(found[1], found[0], 16 + qlen + at))
                     added += found[0]
-        ns, ar, more = zone.tail(12 + qlen - len(zone.origin))
-        split = zone.tail_split(12 + qlen - len(zone.origin))
-        opt = self._static_opt(q)
-        response = b"".join(
-            (
-                data[:2],
-                bytes((0x84 | (data[2] & 0x01), data[3] & 0x10)),
-                _COUNTS.pack(1, entry.count, ns, added + ar + (1 if opt else 0)),
-                data[12 : q.qname_end + 4],
-                entry.rrs,
-                more[:split],  # authority: the apex NS set
-                *extra,  # additional: the targets' addresses first, as the engine adds them
-                more[split:],
-                opt,
-            )
-        )
-        if len(response) > self._limit(q, tcp):
-            return None
-        return response, (zone.label, _QTYPE_LABELS.get(qtype, "other"), "NOERROR", _TRANSPORT[tcp])
+        ns, ar, authority, additional = zone.tail(12 + qlen - len(zone.origin))
+        # Additional: the targets' addresses first, as the engine adds them.
+        body = b"".join((entry.rrs, authority, *extra, additional))
+        return self._finish(data, q, tcp, zone, 0x84, 0, (entry.count, ns, added + ar), body)
 
     def _referral(
         self, data: bytes, q: Query, tcp: bool, zone: CompiledZone, cut: CutNode, qlen: int
     ) -> tuple[bytes, MetricKey] | None:
         """Not authoritative here: the delegation's NS set, and its glue (never dropped)."""
         ns, ar, body = cut.referral(qlen)
-        opt = self._static_opt(q)
-        response = b"".join(
-            (
-                data[:2],
-                bytes((0x80 | (data[2] & 0x01), data[3] & 0x10)),
-                _COUNTS.pack(1, 0, ns, ar + (1 if opt else 0)),
-                data[12 : q.qname_end + 4],
-                body,
-                opt,
-            )
-        )
-        if len(response) > self._limit(q, tcp):
-            return None
-        qtype = (q.key[-4] << 8) | q.key[-3]
-        return response, (zone.label, _QTYPE_LABELS.get(qtype, "other"), "NOERROR", _TRANSPORT[tcp])
+        return self._finish(data, q, tcp, zone, 0x80, 0, (0, ns, ar), body)
 
     def _negative(
         self,
@@ -619,28 +580,39 @@ class Responder:
         ancount: int = 0,
     ) -> tuple[bytes, MetricKey] | None:
         """NXDOMAIN or NODATA: the SOA in authority, after the CNAMEs that led here if any."""
+        body = cname + zone.soa_after(len(q.key) - 4)
+        return self._finish(data, q, tcp, zone, 0x84, rcode, (ancount, 1, 0), body)
+
+    def _finish(
+        self,
+        data: bytes,
+        q: Query,
+        tcp: bool,
+        zone: CompiledZone,
+        flags: int,
+        rcode: int,
+        counts: tuple[int, int, int],
+        body: bytes,
+    ) -> tuple[bytes, MetricKey] | None:
+        """Header (``flags``: QR and AA; RD and CD copied), the question as asked, ``body`` (AN,
+        NS, AR counts), the OPT; None when it would not fit, for the engine to shorten."""
         opt = self._static_opt(q)
+        an, ns, ar = counts
         response = b"".join(
             (
                 data[:2],
-                bytes((0x84 | (data[2] & 0x01), (data[3] & 0x10) | rcode)),
-                _COUNTS.pack(1, ancount, 1, 1 if opt else 0),
+                bytes((flags | (data[2] & 0x01), (data[3] & 0x10) | rcode)),
+                _COUNTS.pack(1, an, ns, ar + (1 if opt else 0)),
                 data[12 : q.qname_end + 4],
-                cname,
-                zone.soa_after(len(q.key) - 4),
+                body,
                 opt,
             )
         )
         if len(response) > self._limit(q, tcp):
             return None
         qtype = (q.key[-4] << 8) | q.key[-3]
-        metric = (
-            zone.label,
-            _QTYPE_LABELS.get(qtype, "other"),
-            _RCODE_LABELS[rcode],
-            _TRANSPORT[tcp],
-        )
-        return response, metric
+        qtype_label = _QTYPE_LABELS.get(qtype, "other")
+        return response, (zone.label, qtype_label, _RCODE_LABELS[rcode], _TRANSPORT[tcp])
 
     def _static_opt(self, q: Query) -> bytes:
         """The OPT of an answer that no client address changes: ECS scope 0 (RFC 7871 7.2.1)."""
