@@ -43,23 +43,24 @@ class DnsCollector(Collector):
             self.view.zones.zones,
             self.view.zones.reloads,
         )
-        labels = ["zone", "qtype", "rcode", "transport"]
-        queries = CounterMetricFamily(
-            "anycastedge_dns_queries",
-            "DNS queries answered, by zone, query type, response code and transport",
-            labels=labels,
-        )
-        for key, value in list(counters.responses.items()):
-            queries.add_metric(list(key), value)
-        yield queries
-        probes = CounterMetricFamily(
-            "anycastedge_dns_health_check_queries",
-            "The BGP hook's own DNS checks answered (not counted as client queries)",
-            labels=labels,
-        )
-        for key, value in list(counters.probe_responses.items()):
-            probes.add_metric(list(key), value)
-        yield probes
+        for name, help_text, counts in (
+            (
+                "anycastedge_dns_queries",
+                "DNS queries answered, by zone, query type, response code and transport",
+                counters.responses,
+            ),
+            (
+                "anycastedge_dns_health_check_queries",
+                "The BGP hook's own DNS checks answered (not counted as client queries)",
+                counters.probe_responses,
+            ),
+        ):
+            family = CounterMetricFamily(
+                name, help_text, labels=["zone", "qtype", "rcode", "transport"]
+            )
+            for key, value in list(counts.items()):
+                family.add_metric(list(key), value)
+            yield family
         loads = CounterMetricFamily(
             "anycastedge_dns_reloads", "Zone set loads, by result", labels=["result"]
         )
