@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import dns.rdataclass
 import dns.rdatatype
 
-from anycastedge.dns.zone import Name, RRset, Zone, ZoneSet
+from anycastedge.dns.zone import Name, RRset, Zone, ZoneSet, target_addresses
 
 SLOW = None  # a node or a type the general engine must answer
 
@@ -282,16 +282,7 @@ def _entry(zone: Zone, rrset: RRset) -> tuple[int, bytes] | WithTargets | None:
 
 def _addresses(zone: Zone, ns: RRset) -> tuple[RRset, ...]:
     """The in-zone addresses of ``ns``'s targets, each once, in the engine's order."""
-    out: list[RRset] = []
-    seen = set()
-    for rdata in ns:
-        target = rdata.target.canonicalize()
-        if target.is_subdomain(zone.origin):
-            for address in zone.addresses(target):
-                if (address.name, address.rdtype) not in seen:
-                    seen.add((address.name, address.rdtype))
-                    out.append(address)
-    return tuple(out)
+    return tuple(target_addresses(zone, (rdata.target for rdata in ns), set()))
 
 
 def compile_zones(zones: ZoneSet) -> dict[bytes, CompiledZone]:

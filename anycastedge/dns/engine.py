@@ -11,7 +11,7 @@ import dns.rdatatype
 import dns.rrset
 from dns.rdatatype import RdataType
 
-from anycastedge.dns.zone import Name, RRset, Zone, ZoneSet, synthesized
+from anycastedge.dns.zone import Name, RRset, Zone, ZoneSet, synthesized, target_addresses
 from anycastedge.gslb.model import DynamicRecord
 
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
@@ -166,16 +166,10 @@ def _add_additional(zone: Zone, rrset: RRset, result: Answer) -> None:
     attribute = _ADDITIONAL.get(rrset.rdtype)
     if attribute is None:
         return
-    present = {(r.name, r.rdtype) for r in result.additional}
+    present: set[tuple[Name, int]] = {(r.name, r.rdtype) for r in result.additional}
     present.update((r.name, r.rdtype) for r in result.answer)
-    for rdata in rrset:
-        target = getattr(rdata, attribute).canonicalize()
-        if not target.is_subdomain(zone.origin):
-            continue
-        for address in zone.addresses(target):
-            if (address.name, address.rdtype) not in present:
-                present.add((address.name, address.rdtype))
-                result.additional.append(address)
+    targets = (getattr(rdata, attribute) for rdata in rrset)
+    result.additional.extend(target_addresses(zone, targets, present))
 
 
 def _add_apex_ns(zone: Zone, result: Answer) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import dns.name
@@ -78,6 +78,21 @@ class Zone:
             rrset = node.get(rdtype) if node else None
             if rrset is not None:
                 yield synthesized(rrset, name)
+
+
+def target_addresses(
+    zone: Zone, targets: Iterable[Name], present: set[tuple[Name, int]]
+) -> Iterator[RRset]:
+    """The in-zone addresses of ``targets`` (additional-section processing), each RRset once:
+    those whose (owner, type) is in ``present`` are skipped, and those yielded are added to it."""
+    for target in targets:
+        target = target.canonicalize()
+        if not target.is_subdomain(zone.origin):
+            continue
+        for address in zone.addresses(target):
+            if (address.name, address.rdtype) not in present:
+                present.add((address.name, address.rdtype))
+                yield address
 
 
 def synthesized(rrset: RRset, owner: Name) -> RRset:
