@@ -25,6 +25,7 @@ from anycastedge.dns.counters import DnsCounters
 from anycastedge.dns.server import DnsDatagramProtocol, DnsStreamFactory
 from anycastedge.dns.service import Built, Serials, ZoneService
 from anycastedge.dns.wire import Responder
+from anycastedge.dns.zone import ZoneSet
 from anycastedge.errors import Problem
 from anycastedge.gslb.checks import GslbChecks
 from anycastedge.gslb.decider import Decider
@@ -50,8 +51,8 @@ def zone_fingerprint(paths: list[Path]) -> Hashable:
 def _builder(config: PopConfig, counters: DnsCounters, gslb: GslbChecks) -> Any:
     dns = config.dns
 
-    def build(serials: Serials) -> Built:
-        zones, warnings = load_zones([dns.zones], dns.soa, serials)
+    def build(serials: Serials, current: ZoneSet) -> Built:
+        zones, warnings = load_zones([dns.zones], dns.soa, serials, current)
         # A reload rereads the GeoIP database too; the reader is closed by garbage collection
         # once no Responder uses it.
         mmdb = dns.geo.mmdb

@@ -6,6 +6,7 @@ import base64
 import binascii
 import ipaddress
 import re
+import socket
 import struct
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -667,3 +668,75 @@ def to_rdata(rdtype: str, value: Any) -> Rdata:
             raise InvalidValue([str(exc)]) from None
         reason = str(exc) or type(exc).__name__
         raise InvalidValue([f"invalid {rdtype} value {value!r}: {reason}"]) from None
+
+
+# A name as octoDNS's checks leave it unchanged (lower-case ASCII host labels, two or more, the
+# final dot): its wire form needs neither IDNA, nor the checks' error paths, nor dnspython.
+_PLAIN_FQDN = re.compile(r"(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.){2,}")
+_FQDN_MAX = 254  # 253 characters and the final dot: a wire name of at most 255 octets
+
+
+def _plain_name(value: Any) -> bytes | None:
+    if type(value) is not str or len(value) > _FQDN_MAX or not _PLAIN_FQDN.fullmatch(value):
+        return None
+    return b"".join(bytes((len(label),)) + label for label in value.encode().split(b"."))
+
+
+def _plain_address(family: int) -> Callable[[Any], bytes | None]:
+    def wire(value: Any) -> bytes | None:
+        if type(value) is not str:
+            return None
+        try:
+            packed = socket.inet_pton(family, value)
+        except OSError:
+            return None
+        # Only the canonical text: then ipaddress's reading is the same address.
+        return packed if socket.inet_ntop(family, packed) == value else None
+
+    return wire
+
+
+def _plain_text(value: Any) -> bytes | None:
+    if type(value) is not str or not value.isascii() or ";" in value:
+        return None
+    return b"".join(bytes((len(chunk),)) + chunk for chunk in _chunked(value))
+
+
+def _plain_mx(value: Any) -> bytes | None:
+    if not isinstance(value, Mapping) or len(value) != 2:
+        return None
+    preference, exchange = value.get("preference"), _plain_name(value.get("exchange"))
+    if type(preference) is not int or not 0 <= preference <= 0xFFFF or exchange is None:
+        return None
+    return struct.pack("!H", preference) + exchange
+
+
+# The common values, straight to wire form; None sends a value through to_rdata.
+_PLAIN: dict[str, Callable[[Any], bytes | None]] = {
+    "A": _plain_address(socket.AF_INET),
+    "AAAA": _plain_address(socket.AF_INET6),
+    "CNAME": _plain_name,
+    "DNAME": _plain_name,
+    "NS": _plain_name,
+    "PTR": _plain_name,
+    "MX": _plain_mx,
+    "TXT": _plain_text,
+    "SPF": _plain_text,
+}
+
+
+def to_wire(rdtype: str, value: Any) -> tuple[bytes, bytes]:
+    """One octoDNS value of ``rdtype`` as RDATA: its wire form, and its DNSSEC canonical form
+    (RFC 4034 6.2: what tells two values apart). Raises ValueError as to_rdata does."""
+    plain = _PLAIN.get(rdtype)
+    if plain is not None:
+        wire = plain(value)
+        if wire is not None:
+            return wire, wire
+    rdata = to_rdata(rdtype, value)
+    return _packed(rdata.to_wire()), rdata.to_digestable()
+
+
+def _packed(wire: bytes | None) -> bytes:
+    assert wire is not None
+    return wire

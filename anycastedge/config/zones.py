@@ -5,32 +5,43 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import struct
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import dns.exception
 import dns.name
+import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
-from natsort import natsort_keygen
 from octodns.record import Record as OctoRecord
 from octodns.record import ValidationError as OctoValidationError
 from octodns.zone import Zone as OctoZone
 
 from anycastedge.config.dynamic import read_dynamic
+from anycastedge.config.key_order import KeyOrder, nested_key_order
 from anycastedge.config.pop import SoaConfig
 from anycastedge.config.records import (
     CONVERTERS,
     PROVIDER_ONLY_TYPES,
     SINGLE_VALUE_TYPES,
-    to_rdata,
+    to_wire,
 )
-from anycastedge.config.source import MarkedDict, load_yaml
-from anycastedge.dns.zone import Name, RRset, Zone, ZoneSet
+from anycastedge.config.source import MarkedDict, Unusual, load_yaml, read_text, top_level_items
+from anycastedge.dns.compiled import (
+    WireNode,
+    below,
+    encode_rrs,
+    make_entry,
+    rdata_names,
+)
+from anycastedge.dns.compiled import to_wire as name_wire
+from anycastedge.dns.zone import Name, RRset, Zone, ZoneSet, assemble_zone
 from anycastedge.errors import ConfigError, Location, Problem
 from anycastedge.gslb.model import DynamicRecord
 
@@ -43,6 +54,17 @@ IGNORED_KEYS = frozenset({"geo"})
 SERVICE_NAMED_TYPES = frozenset({"SRV", "URI"})
 SERVICE_NAME = re.compile(r"(\*|_[^.]+)\.[^.]+")
 OCTODNS_HEALTHCHECK_PROTOCOLS = ("HTTP", "HTTPS", "ICMP", "TCP", "UDP")
+# Printable ASCII labels without dots or backslashes, which dnspython takes as they are.
+_PLAIN_OWNER = re.compile(r"[!-\-/-\[\]-~]{1,63}(?:\.[!-\-/-\[\]-~]{1,63})*")
+A, AAAA, NS, DS, CNAME, DNAME = (
+    int(dns.rdatatype.from_text(t)) for t in ("A", "AAAA", "NS", "DS", "CNAME", "DNAME")
+)
+_KINDS = frozenset({NS, DS, CNAME, DNAME})
+_IN = dns.rdataclass.IN
+_type = dns.rdatatype.RdataType.make
+TYPE_CODES = {name: int(dns.rdatatype.from_text(name)) for name in CONVERTERS}
+_DIGEST_HEAD = struct.Struct("!HI")
+_U16 = struct.Struct("!H")
 
 
 class Served(Protocol):
@@ -59,12 +81,16 @@ class Served(Protocol):
 class _Builder:
     origin: Name
     path: str
+    origin_wire: bytes = b""
     problems: list[Problem] = field(default_factory=list)
-    rrsets: dict[tuple[Name, int], RRset] = field(default_factory=dict)
-    locations: dict[Name, Location] = field(default_factory=dict)
+    order: list[Problem] = field(default_factory=list)  # key-order warnings, reported first
+    nodes: dict[bytes, WireNode] = field(default_factory=dict)
+    first: dict[bytes, Location] = field(default_factory=dict)  # each owner's first record
+    kinds: dict[int, list[bytes]] = field(default_factory=dict)  # NS, DS, CNAME, DNAME owners
     apex_ns: list[str] = field(default_factory=list)
     dynamic: dict[tuple[Name, int], DynamicRecord] = field(default_factory=dict)
     dynamic_text: list[str] = field(default_factory=list)  # what the serial follows
+    digest: int = 0  # the sum of every RRset's hash: the same whatever the order in the file
 
     def problem(self, subject: str, message: str, where: Location, warning: bool = False) -> None:
         self.problems.append(Problem(message, where, subject or "@", warning))
@@ -74,21 +100,23 @@ class _Builder:
         if subject == "@":
             self.problem(subject, 'invalid name "@", use "" instead', where)
             return
-        try:
-            owner = dns.name.from_text(subject, self.origin) if subject else self.origin
-            owner = owner.canonicalize()
-        except dns.exception.DNSException as exc:
-            self.problem(subject, f"invalid name: {exc}", where)
-            return
-        if any(c.isspace() for c in subject) or subject.endswith("."):
-            self.problem(subject, "invalid name: must be relative, without whitespace", where)
-            return
+        owner = _owner_wire(subject, self.origin_wire)
+        if owner is None:
+            try:
+                name = dns.name.from_text(subject, self.origin) if subject else self.origin
+                owner = name_wire(name.canonicalize())
+            except dns.exception.DNSException as exc:
+                self.problem(subject, f"invalid name: {exc}", where)
+                return
+            if any(c.isspace() for c in subject) or subject.endswith("."):
+                self.problem(subject, "invalid name: must be relative, without whitespace", where)
+                return
         entries = entry if isinstance(entry, list) else [entry]
         for record in entries:
             here = record.location if isinstance(record, MarkedDict) else where
             self.add_record(subject, owner, record, here)
 
-    def add_record(self, subject: str, owner: Name, record: Any, where: Location) -> None:
+    def add_record(self, subject: str, owner: bytes, record: Any, where: Location) -> None:
         if not isinstance(record, dict):
             self.problem(subject, "a record must be a mapping with type and value(s)", where)
             return
@@ -118,10 +146,11 @@ class _Builder:
             self.problem(subject, "invalid healthcheck protocol", where)
             ok = False
         for key in record:
-            if key in IGNORED_KEYS:
-                self.problem(subject, f"octoDNS key {key!r} ignored", where, warning=True)
-            elif key not in RECORD_KEYS:
-                self.problem(subject, f"unknown key {key!r} ignored", where, warning=True)
+            if key not in RECORD_KEYS:
+                if key in IGNORED_KEYS:
+                    self.problem(subject, f"octoDNS key {key!r} ignored", where, warning=True)
+                else:
+                    self.problem(subject, f"unknown key {key!r} ignored", where, warning=True)
         ttl = read_ttl(record.get("ttl", DEFAULT_TTL))
         if ttl is None:
             self.problem(subject, f'invalid ttl "{record.get("ttl")}"', where)
@@ -142,43 +171,55 @@ class _Builder:
                 return
             if not isinstance(values, list):
                 values = [values]
-        rrset = dns.rrset.RRset(owner, dns.rdataclass.IN, dns.rdatatype.from_text(rdtype))
-        rrset.update_ttl(ttl)
+        rdatas: dict[bytes, bytes] = {}  # canonical form -> wire: equal values once, in order
         for value in values:
             try:
-                rrset.add(to_rdata(rdtype, value))
+                wire, canonical = to_wire(rdtype, value)
             except ValueError as exc:
                 for reason in getattr(exc, "reasons", None) or (str(exc),):
                     self.problem(subject, reason, where)
                 ok = False
+                continue
+            rdatas.setdefault(canonical, wire)
         if not ok:
             return
-        if (owner, rrset.rdtype) in self.rrsets:
+        code = TYPE_CODES[rdtype]
+        node = self.nodes.get(owner)
+        if node is not None and code in node:
             self.problem(subject, f"more than one {rdtype} record at this name", where)
             return
         if "dynamic" in record:
+            name = dns.name.from_wire(owner, 0)[0]
             dynamic = read_dynamic(
                 record,
                 rdtype,
-                owner,
+                name,
                 ttl,
-                tuple(rrset),
+                tuple(dns.rdata.from_wire(_IN, _type(code), w, 0, len(w)) for w in rdatas.values()),
                 where,
                 lambda message, at, warning: self.problem(subject, message, at, warning),
             )
             if dynamic is None:
                 return
-            self.dynamic[(owner, rrset.rdtype)] = dynamic
+            self.dynamic[(name, code)] = dynamic
             extras = {k: record.get(k) for k in ("dynamic", "anycastedge", "octodns")}
             self.dynamic_text.append(
                 f"{dynamic.label} {json.dumps(extras, sort_keys=True, default=str)}"
             )
         elif "anycastedge" in record:
             self.problem(subject, "anycastedge options apply to dynamic records only", where, True)
-        self.rrsets[(owner, rrset.rdtype)] = rrset
-        self.locations.setdefault(owner, where)
-        if rdtype == "NS" and owner == self.origin:
+        if node is None:
+            node = self.nodes[owner] = {}
+            self.first[owner] = where
+        rrs = encode_rrs(code, ttl, rdatas.values())
+        node[code] = make_entry(code, len(rdatas), rrs, self.origin_wire)
+        if code in _KINDS:
+            self.kinds.setdefault(code, []).append(owner)
+        if code == NS and owner == self.origin_wire:
             self.apex_ns.extend(str(v) for v in values)
+        head = owner + _DIGEST_HEAD.pack(code, ttl)
+        body = b"".join(_U16.pack(len(c)) + c for c in sorted(rdatas))
+        self.digest += int.from_bytes(hashlib.blake2b(head + body, digest_size=16).digest())
 
     def _served_by_us(
         self, subject: str, rdtype: str, record: Mapping[str, Any], where: Location
@@ -197,6 +238,20 @@ class _Builder:
             )
             return False
         return True
+
+
+def _owner_wire(subject: str, origin: bytes) -> bytes | None:
+    """The owner's lower-cased wire name for a plain relative name (printable ASCII, no escapes,
+    no empty label); None for any other, which dnspython reads (and checks)."""
+    if not subject:
+        return origin
+    if subject == "@" or not _PLAIN_OWNER.fullmatch(subject):  # "@" alone is the origin
+        return None
+    wire = (
+        b"".join(bytes((len(label),)) + label for label in subject.lower().encode().split(b"."))
+        + origin
+    )
+    return wire if len(wire) <= 255 else None
 
 
 def read_ttl(value: Any) -> int | None:
@@ -252,57 +307,6 @@ def _plain(data: Any) -> Any:
     return data
 
 
-_NATURAL = natsort_keygen()  # a pure function: building it costs more than using it
-
-
-def key_order_warnings(data: Any) -> list[Problem]:
-    """A warning for every key, in every mapping, that sorts before a key written above it.
-
-    octoDNS's YamlProvider (``enforce_order: true``, its default) rejects such a file: it wants the
-    keys of each mapping in natural sort order (``a2`` before ``a10``), the order natsort's default
-    key gives, which is what octoDNS itself sorts with. We serve the file, but warn.
-    """
-    found: list[Problem] = []
-    if isinstance(data, MarkedDict):
-        for key, entry in data.items():
-            subject = "" if key is None else str(key)
-            _check_key_order(entry, subject or "@", found)
-        _check_key_order_of(data, "", found)
-    return found
-
-
-def _check_key_order(node: Any, subject: str, found: list[Problem]) -> None:
-    if isinstance(node, list):
-        for item in node:
-            _check_key_order(item, subject, found)
-    elif isinstance(node, MarkedDict):
-        _check_key_order_of(node, subject, found)
-        for value in node.values():
-            _check_key_order(value, subject, found)
-
-
-def _check_key_order_of(mapping: MarkedDict, subject: str, found: list[Problem]) -> None:
-    highest: Any = None
-    highest_key: Any = None
-    for key in mapping:
-        try:
-            natural = _NATURAL(key)
-            if highest is not None and natural < highest_key:
-                found.append(
-                    Problem(
-                        f'keys out of order: "{key}" sorts before "{highest}"; octoDNS would '
-                        "reject this file (its YamlProvider enforces key order by default)",
-                        mapping.where(key),
-                        subject or (str(key) if key is not None else "") or "@",
-                        warning=True,
-                    )
-                )
-                continue
-        except TypeError:  # keys of types natsort cannot compare: octoDNS fails on them too
-            continue
-        highest, highest_key = key, natural
-
-
 def zone_name_for(path: Path) -> Name:
     """``zones/example.com.yaml`` holds ``example.com.``."""
     stem = path.name[: -len(path.suffix)] if path.suffix in (".yaml", ".yml") else path.name
@@ -310,37 +314,27 @@ def zone_name_for(path: Path) -> Name:
 
 
 def _check_zone(b: _Builder) -> None:
-    by_name: dict[Name, set[int]] = {}
-    for owner, rdtype in b.rrsets:
-        by_name.setdefault(owner, set()).add(rdtype)
-    for owner, types in by_name.items():
-        where = b.locations[owner]
-        subject = owner.relativize(b.origin).to_text() if owner != b.origin else ""
-        if dns.rdatatype.CNAME in types:
-            if owner == b.origin:
+    checked = set()
+    for owner in (*b.kinds.get(CNAME, ()), *b.kinds.get(DS, ())):
+        if owner in checked:
+            continue
+        checked.add(owner)
+        types = b.nodes[owner]
+        where = b.first[owner]
+        subject = _relative(owner, b.origin)
+        if CNAME in types:
+            if owner == b.origin_wire:
                 b.problem(subject, "CNAME not allowed at the zone apex", where)
             elif len(types) > 1:
                 b.problem(subject, "CNAME cannot coexist with other records", where)
-        if dns.rdatatype.DS in types and (owner == b.origin or dns.rdatatype.NS not in types):
+        if DS in types and (owner == b.origin_wire or NS not in types):
             b.problem(subject, "DS belongs only beside NS at a delegation", where, warning=True)
 
 
-def _digest(
-    rrsets: Iterable[RRset], soa_config: SoaConfig, mname: str, dynamic: Iterable[str]
-) -> str:
-    """What the serial follows: the data (value order ignored), GSLB rules and SOA settings."""
-    h = hashlib.sha256(f"{soa_config!r} {mname}\n".encode())
-    for text in sorted(dynamic):
-        h.update(text.encode() + b"\n")
-    # DNSSEC's canonical name order (labels from the root, case-insensitive), with keys that
-    # compare as flat bytes: comparing Name objects, or lists of labels, made this sort a
-    # multi-second C call at 1M records (holding the GIL through a reload).
-    for rrset in sorted(
-        rrsets, key=lambda r: (b"\0".join([x.lower() for x in reversed(r.name.labels)]), r.rdtype)
-    ):
-        values = sorted(rdata.to_text() for rdata in rrset)
-        h.update(f"{rrset.name} {rrset.rdtype} {rrset.ttl} {values}\n".encode())
-    return h.hexdigest()
+def _relative(owner: bytes, origin: Name) -> str:
+    """The owner's name as written in the zone file ("" at the apex)."""
+    name = dns.name.from_wire(owner, 0)[0]
+    return name.relativize(origin).to_text() if name != origin else ""
 
 
 def build_zone(
@@ -351,102 +345,141 @@ def build_zone(
 ) -> tuple[Zone, list[Problem]]:
     """Build one zone from its YAML; raises ConfigError with every reason, returns warnings."""
     origin = zone_name_for(path)
-    data = load_yaml(path, text)
-    b = _Builder(origin, str(path))
-    b.problems.extend(key_order_warnings(data))
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError([Problem("a zone file must be a mapping of names", Location(str(path)))])
-    for key, entry in data.items():
-        where = data.where(key) if isinstance(data, MarkedDict) else Location(str(path))
-        b.add_name(key, entry, where)
-    _check_zone(b)
-    errors = [p for p in b.problems if not p.warning]
-    if errors:
-        raise ConfigError(b.problems)
-    warnings = [p for p in b.problems if p.warning]
+    # Taken before reading: a change made while reading makes the next reload read it again.
+    stamp = file_stamp(path, soa_config) if text is None else None
+    text = read_text(path, text)
+    try:
+        b = _read(origin, path, top_level_items(path, text))
+    except Unusual:
+        # Anchors, tags, several documents, a syntax error...: the whole-file loader, which
+        # reads everything PyYAML reads and words its errors.
+        data = load_yaml(path, text)
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(
+                [Problem("a zone file must be a mapping of names", Location(str(path)))]
+            ) from None
+        where = data.where if isinstance(data, MarkedDict) else lambda _: Location(str(path))
+        b = _read(origin, path, ((k, v, where(k)) for k, v in data.items()))
+    return _assemble(b, path, soa_config, previous, stamp)
 
-    ns_owners = frozenset(
-        owner for owner, rdtype in b.rrsets if rdtype == dns.rdatatype.NS and owner != origin
-    )
+
+def _read(origin: Name, path: Path, items: Iterable[tuple[Any, Any, Location]]) -> _Builder:
+    """Every record of the file, validated, in wire form."""
+    b = _Builder(origin, str(path), name_wire(origin))
+    top = KeyOrder("")
+    nested: list[Problem] = []
+    for key, entry, where in items:
+        if top.out_of_order(key):
+            b.order.append(top.problem(key, where))
+        nested_key_order(entry, ("" if key is None else str(key)) or "@", nested)
+        b.add_name(key, entry, where)
+    b.order[:0] = nested
+    _check_zone(b)
+    return b
+
+
+def _assemble(
+    b: _Builder, path: Path, soa_config: SoaConfig, previous: Served | None, stamp: Hashable
+) -> tuple[Zone, list[Problem]]:
+    problems = b.order + b.problems
+    if any(not p.warning for p in problems):
+        raise ConfigError(problems)
+    warnings = [p for p in problems if p.warning]
+    origin, apex = b.origin, b.origin_wire
+    nodes = b.nodes
+    ns_owners = {o for o in b.kinds.get(NS, ()) if o != apex}
     # An NS set below another delegation is itself occluded: only the topmost cut counts.
-    cuts = frozenset(o for o in ns_owners if _cut_above(o, origin, ns_owners) == o)
-    ns_targets = {
-        rdata.target.canonicalize()
-        for (owner, rdtype), rrset in b.rrsets.items()
-        if rdtype == dns.rdatatype.NS
-        for rdata in rrset
-    }
-    nodes: dict[Name, dict[int, RRset]] = {}
-    glue: dict[Name, dict[int, RRset]] = {}
-    for (owner, rdtype), rrset in b.rrsets.items():
-        cut = _cut_above(owner, origin, cuts)
-        if cut is None or (cut == owner and rdtype in (dns.rdatatype.NS, dns.rdatatype.DS)):
-            nodes.setdefault(owner, {})[rdtype] = rrset
-            continue
-        if rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
-            glue.setdefault(owner, {})[rdtype] = rrset
-            if owner in ns_targets:
-                continue  # glue for a delegation: exactly what it is for
-        subject = owner.relativize(origin).to_text()
-        type_name = dns.rdatatype.RdataType.make(rdtype).name
-        warnings.append(
-            Problem(
-                f"{type_name} is occluded by the delegation at {cut}; "
-                "served only as glue in referrals",
-                b.locations[owner],
-                subject,
-                True,
-            )
-        )
-    if not any(dns.rdatatype.NS == t for (o, t) in b.rrsets if o == origin):
+    cuts = {o for o in ns_owners if not below(o[o[0] + 1 :], ns_owners)}
+    glue: dict[bytes, WireNode] = {}
+    if cuts:
+        ns_targets = {target for owner in b.kinds[NS] for target in rdata_names(nodes[owner][NS])}
+        for owner in list(nodes):
+            cut = _cut_above(owner, cuts)
+            if cut is None:
+                continue
+            node = nodes[owner]
+            kept = {t: e for t, e in node.items() if cut == owner and t in (NS, DS)}
+            for rdtype, entry in node.items():
+                if rdtype in kept:
+                    continue
+                if rdtype in (A, AAAA):
+                    glue.setdefault(owner, {})[rdtype] = entry
+                    if owner in ns_targets:
+                        continue  # glue for a delegation: exactly what it is for
+                warnings.append(
+                    Problem(
+                        f"{dns.rdatatype.to_text(_type(rdtype))} is occluded by the delegation at "
+                        f"{dns.name.from_wire(cut, 0)[0]}; served only as glue in referrals",
+                        b.first[owner],
+                        _relative(owner, origin),
+                        True,
+                    )
+                )
+            if kept:
+                nodes[owner] = kept
+            else:
+                del nodes[owner]
+    if NS not in nodes.get(apex, {}):
         warnings.append(
             Problem("zone has no apex NS records", Location(str(path)), "", warning=True)
         )
-    names: set[Name] = set()
+    nodes.setdefault(apex, {})
     for owner in list(nodes):
-        name = owner
-        while name != origin and name not in names:
-            names.add(name)
-            name = name.parent()
-    names.add(origin)
+        if owner == apex:
+            continue
+        # Empty non-terminals exist: NODATA, not NXDOMAIN.
+        name = owner[owner[0] + 1 :]
+        while name != apex and name not in nodes:
+            nodes[name] = {}
+            name = name[name[0] + 1 :]
 
     mname = b.apex_ns[0] if b.apex_ns else origin.to_text()
-    digest = _digest(b.rrsets.values(), soa_config, mname, b.dynamic_text)
+    digest = _digest(b, soa_config, mname)
     soa = _synthesize_soa(origin, mname, soa_config, path, digest, previous)
-    nodes.setdefault(origin, {})[dns.rdatatype.SOA] = soa
-    # RFC 2308 section 5: negative answers live min(SOA TTL, MINIMUM).
-    negative_soa = dns.rrset.RRset(origin, soa.rdclass, soa.rdtype)
-    negative_soa.update(soa)
-    negative_soa.update_ttl(min(soa.ttl, soa_config.minimum))
-    zone = Zone(
-        origin=origin,
-        nodes=nodes,
-        glue=glue,
-        names=frozenset(names),
+    # Occluded data is glue at most: only authoritative names answer dynamically.
+    dynamic = {
+        (name, rdtype): record
+        for (name, rdtype), record in b.dynamic.items()
+        if rdtype in nodes.get(name_wire(name), {})
+    }
+    zone = assemble_zone(
+        origin,
+        nodes,
+        glue,
+        soa,
+        min(soa.ttl, soa_config.minimum),  # RFC 2308 section 5
         cuts=cuts,
-        soa=soa,
-        negative_soa=negative_soa,
+        dnames=set(b.kinds.get(DNAME, ())),
+        cnames=b.kinds.get(CNAME, ()),
+        dynamic=dynamic,
         digest=digest,
-        # Occluded data is glue at most: only authoritative names answer dynamically.
-        dynamic={k: v for k, v in b.dynamic.items() if k[1] in nodes.get(k[0], {})},
         source=str(path),
-        loaded_at=time.time(),
+        stamp=stamp,
+        warnings=tuple(warnings),
     )
     return zone, warnings
 
 
-def _cut_above(owner: Name, origin: Name, cuts: frozenset[Name]) -> Name | None:
-    if not cuts:
-        return None
-    name = owner
+def _cut_above(owner: bytes, cuts: set[bytes]) -> bytes | None:
+    """The highest delegation at or above ``owner``."""
     found = None
-    while name != origin:
-        if name in cuts:
-            found = name
-        name = name.parent()
+    at = 0
+    while owner[at]:
+        if owner[at:] in cuts:
+            found = owner[at:]
+        at += owner[at] + 1
     return found
+
+
+def _digest(b: _Builder, soa_config: SoaConfig, mname: str) -> str:
+    """What the serial follows: the data (value order ignored), GSLB rules and SOA settings."""
+    h = hashlib.sha256(f"{soa_config!r} {mname}\n".encode())
+    for text in sorted(b.dynamic_text):
+        h.update(text.encode() + b"\n")
+    h.update((b.digest % (1 << 128)).to_bytes(16, "big"))
+    return h.hexdigest()
 
 
 def _synthesize_soa(
@@ -492,9 +525,16 @@ def zone_files(paths: Iterable[Path]) -> list[Path]:
 
 
 def load_zones(
-    paths: Iterable[Path], soa_config: SoaConfig, previous: Mapping[str, Served] | None = None
+    paths: Iterable[Path],
+    soa_config: SoaConfig,
+    previous: Mapping[str, Served] | None = None,
+    current: ZoneSet | None = None,
 ) -> tuple[ZoneSet, list[Problem]]:
-    """Load every zone; raises ConfigError listing every problem of every file."""
+    """Load every zone; raises ConfigError listing every problem of every file.
+
+    A zone of ``current`` whose file has not changed since it was built (same path, mtime,
+    size and inode, same SOA settings) is taken as it is, not read again.
+    """
     zones: dict[Name, Zone] = {}
     problems: list[Problem] = []
     warnings: list[Problem] = []
@@ -505,15 +545,26 @@ def load_zones(
             problems.append(Problem(f"file name is not a zone name: {exc}", Location(str(path))))
             continue
         before = previous.get(origin.to_text()) if previous else None
-        try:
-            zone, zone_warnings = build_zone(path, soa_config, before)
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-            continue
+        zone = current.zones.get(origin) if current is not None else None
+        if zone is None or zone.source != str(path) or zone.stamp != file_stamp(path, soa_config):
+            try:
+                zone, _ = build_zone(path, soa_config, before)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+                continue
         if origin in zones:
             problems.append(Problem(f"zone {origin} is defined twice", Location(str(path))))
         zones[origin] = zone
-        warnings.extend(zone_warnings)
+        warnings.extend(zone.warnings)
     if problems:
         raise ConfigError(problems + warnings)
     return ZoneSet(zones), warnings
+
+
+def file_stamp(path: Path, soa_config: SoaConfig) -> Hashable:
+    """What a built zone depends on besides the file's text: None if the file cannot be read."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino, soa_config)

@@ -1,23 +1,35 @@
 """Zones compiled for the wire: answers assembled from pre-encoded pieces, no objects per query.
 
-Each zone becomes a dict keyed by the lower-cased wire form of owner names. A node maps each type
-to its RRs already encoded with the owner as a pointer to the question (``0xC00C``): an exact
-match and a wildcard synthesis (RFC 4592: the owner *is* the question name) use the same bytes.
-What needs the full answer engine (CNAME and DNAME, delegations, dynamic records, additional-
-section processing, ANY) is marked SLOW, and the caller answers it the general way.
+Each zone is a dict keyed by the lower-cased wire form of owner names; it is the zone's only
+copy of its data (the engine reads it through ``dns.zone``'s views). A node maps each type to its
+RRs already encoded with the owner as a pointer to the question (``0xC00C``): an exact match and
+a wildcard synthesis (RFC 4592: the owner *is* the question name) use the same bytes. What needs
+the full answer engine (CNAME and DNAME chains, dynamic records, types with names in their data,
+ANY) is wrapped (``Held``, ``SlowNode``), and the caller answers it the general way.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+import dns.name
+import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
+import dns.rrset
 
-from anycastedge.dns.zone import Name, RRset, Zone, ZoneSet, target_addresses
+Name = dns.name.Name
+RRset = dns.rrset.RRset
 
-SLOW = None  # a node or a type the general engine must answer
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """RRs the engine answers (RDATA with names that a peer compresses, SOA, NS, DNAME)."""
+
+    count: int
+    rrs: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +42,9 @@ class WithTargets:
     targets: tuple[tuple[bytes, int], ...]  # lower-cased wire target, offset in ``rrs``
 
 
-WireNode = dict[int, "tuple[int, bytes] | WithTargets | None"]  # type -> RRs, or SLOW
+# type -> RRs: (count, RRs) for the fast path, or wrapped for the engine
+Entry = tuple[int, bytes] | Held | WithTargets
+WireNode = dict[int, Entry]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,14 +61,16 @@ class CutNode:
 
     origin: bytes  # the zone's apex, lower-cased wire
     name: bytes  # the cut, lower-cased wire
-    ns: RRset
-    glue: tuple[RRset, ...]
+    types: WireNode  # NS, and DS if the child is signed
+    ns: RRset | None = None  # set when the zone is assembled, with the glue
+    glue: tuple[RRset, ...] = ()
     _bodies: dict[int, tuple[int, int, bytes]] = field(default_factory=dict)
 
     def referral(self, qlen: int) -> tuple[int, int, bytes]:
         """NS count, glue count and the RRs, for a question name of ``qlen`` octets."""
         body = self._bodies.get(qlen)
         if body is None:
+            assert self.ns is not None
             names = NameWriter(
                 {self.name: 12 + qlen - len(self.name), self.origin: 12 + qlen - len(self.origin)}
             )
@@ -67,17 +83,26 @@ class CutNode:
         return body
 
 
+@dataclass(frozen=True, slots=True)
+class SlowNode:
+    """A node whose every question the engine answers: a dynamic record's owner, or a name at or
+    below a DNAME (or below a delegation that is itself the engine's)."""
+
+    types: WireNode
+
+
+Node = WireNode | CnameNode | CutNode | SlowNode
+
 # Types whose RDATA holds names that NSD compresses or that trigger additional-section processing
 # (RFC 3597 section 4, RFC 1034 3.6.2, RFC 2782): answered by the engine, where the renderer
-# compresses them exactly as a peer would.
-_NAME_TYPES = frozenset(
+# compresses them exactly as a peer would. MX and SRV are the fast path's (WithTargets).
+HELD_TYPES = frozenset(
     int(t)
     for t in (
-        dns.rdatatype.NS, dns.rdatatype.CNAME, dns.rdatatype.SOA, dns.rdatatype.MX,
-        dns.rdatatype.SRV, dns.rdatatype.DNAME, dns.rdatatype.MINFO, dns.rdatatype.MB,
-        dns.rdatatype.MG, dns.rdatatype.MR, dns.rdatatype.MD, dns.rdatatype.MF,
-        dns.rdatatype.RP, dns.rdatatype.AFSDB, dns.rdatatype.KX, dns.rdatatype.PX,
-        dns.rdatatype.NAPTR,
+        dns.rdatatype.NS, dns.rdatatype.CNAME, dns.rdatatype.SOA, dns.rdatatype.DNAME,
+        dns.rdatatype.MINFO, dns.rdatatype.MB, dns.rdatatype.MG, dns.rdatatype.MR,
+        dns.rdatatype.MD, dns.rdatatype.MF, dns.rdatatype.RP, dns.rdatatype.AFSDB,
+        dns.rdatatype.KX, dns.rdatatype.PX, dns.rdatatype.NAPTR,
     )
 )  # fmt: skip
 # Question types the engine handles specially.
@@ -89,21 +114,155 @@ SLOW_QTYPES = frozenset(
         dns.rdatatype.NS, dns.rdatatype.CNAME, dns.rdatatype.DNAME, dns.rdatatype.SOA,
     )
 )  # fmt: skip
+_IN = dns.rdataclass.IN
+IN = int(_IN)
+CNAME = int(dns.rdatatype.CNAME)
+DNAME = int(dns.rdatatype.DNAME)
 _RR_HEADER = struct.Struct("!HHHIH")  # owner pointer, type, class, TTL, RDLENGTH
 _QUESTION_POINTER = 0xC00C
 _U16 = struct.Struct("!H")
 _RR_TAIL = struct.Struct("!HHIH")  # type, class, TTL, RDLENGTH
+# Where the target name starts in the RDATA of the types whose targets bring addresses.
+_TARGET_AT = {int(dns.rdatatype.MX): 2, int(dns.rdatatype.SRV): 6}
 
 
-def encode_rrset(rrset: RRset) -> tuple[int, bytes]:
-    """The RRs of ``rrset`` with the owner as a pointer to the question; RDATA uncompressed."""
-    out = bytearray()
-    for rdata in rrset:
-        wire = rdata.to_wire()
-        assert wire is not None
-        out += _RR_HEADER.pack(_QUESTION_POINTER, rrset.rdtype, rrset.rdclass, rrset.ttl, len(wire))
-        out += wire
-    return len(rrset), bytes(out)
+def encode_rrs(rdtype: int, ttl: int, rdatas: Iterable[bytes]) -> bytes:
+    """RRs of one RRset from their RDATA, the owner a pointer to the question."""
+    return b"".join(
+        _RR_HEADER.pack(_QUESTION_POINTER, rdtype, IN, ttl, len(rdata)) + rdata for rdata in rdatas
+    )
+
+
+def negative_tail(soa: RRset) -> tuple[int, bytes]:
+    """The apex's wire length, and the SOA RR after its owner name (RDATA names uncompressed)."""
+    rdata = soa[0].to_wire()
+    assert rdata is not None
+    apex_length = sum(len(label) + 1 for label in soa.name.labels)
+    return apex_length, struct.pack("!HHIH", soa.rdtype, soa.rdclass, soa.ttl, len(rdata)) + rdata
+
+
+def make_entry(rdtype: int, count: int, rrs: bytes, origin: bytes) -> Entry:
+    """The node entry for ``count`` RRs of ``rdtype`` in the zone ``origin`` (wire)."""
+    skip = _TARGET_AT.get(rdtype)
+    if skip is not None:
+        targets = []
+        for _, start, _ in _rdatas(count, rrs):
+            target = _name_at(rrs, start + skip).lower()
+            if is_below_or_at(target, origin):
+                targets.append((target, start + skip))
+        return WithTargets(count, rrs, tuple(targets))
+    if rdtype in HELD_TYPES:
+        return Held(count, rrs)
+    return (count, rrs)
+
+
+def raw(entry: Entry) -> tuple[int, bytes]:
+    """Any entry's RR count and RRs."""
+    if isinstance(entry, tuple):
+        return entry
+    return entry.count, entry.rrs
+
+
+def node_types(node: Node) -> WireNode:
+    """The types of any node, as stored."""
+    if type(node) is dict:
+        return node
+    if type(node) is CnameNode:
+        return {CNAME: Held(1, node.rr)}
+    return node.types  # type: ignore[union-attr]
+
+
+def decode(owner: Name, rdtype: int, entry: Entry) -> RRset:
+    """The RRset an entry holds, owned by ``owner``."""
+    count, rrs = raw(entry)
+    kind = dns.rdatatype.RdataType.make(rdtype)
+    rrset = RRset(owner, _IN, kind)
+    for at, start, length in _rdatas(count, rrs):
+        ttl = struct.unpack_from("!I", rrs, at + 6)[0]
+        rrset.add(dns.rdata.from_wire(_IN, kind, rrs, start, length), ttl)
+    return rrset
+
+
+def rdata_names(entry: Entry, skip: int = 0) -> list[bytes]:
+    """The lower-cased name ``skip`` octets into each RR's RDATA (NS: 0, MX: 2, SRV: 6)."""
+    count, rrs = raw(entry)
+    return [_name_at(rrs, start + skip).lower() for _, start, _ in _rdatas(count, rrs)]
+
+
+def _rdatas(count: int, rrs: bytes) -> Iterator[tuple[int, int, int]]:
+    """Each RR's offset, its RDATA's offset and length."""
+    at = 0
+    for _ in range(count):
+        length = (rrs[at + 10] << 8) | rrs[at + 11]
+        yield at, at + 12, length
+        at += 12 + length
+
+
+def _name_at(data: bytes, at: int) -> bytes:
+    """The uncompressed wire name starting at ``at``."""
+    end = at
+    while data[end]:
+        end += data[end] + 1
+    return data[at : end + 1]
+
+
+def is_below_or_at(name: bytes, origin: bytes) -> bool:
+    """Whether wire ``name`` (lower case) is ``origin`` or a name below it."""
+    at = 0
+    cut = len(name) - len(origin)
+    while at < cut:
+        at += name[at] + 1
+    return at == cut and name[at:] == origin
+
+
+def below(name: bytes, subtrees: set[bytes] | frozenset[bytes]) -> bool:
+    """Whether ``name`` (wire) is one of ``subtrees`` or lies below one."""
+    at = 0
+    while name[at]:
+        if name[at:] in subtrees:
+            return True
+        at += name[at] + 1
+    return False
+
+
+def compile_nodes(
+    origin: bytes,
+    nodes: dict[bytes, Node],
+    cuts: set[bytes],
+    dnames: set[bytes],
+    dynamic: set[bytes],
+    cnames: Iterable[bytes],
+) -> None:
+    """Mark in place, in ``nodes`` (plain WireNodes, empty non-terminals included, nothing below
+    a delegation), what only the engine answers; delegations become CutNodes and static CNAMEs
+    CnameNodes. ``cuts``, ``dnames``, ``dynamic``, ``cnames``: the owners of each kind."""
+    subtrees = cuts | dnames
+    for key in cuts:
+        if key not in dynamic and not below(key[key[0] + 1 :], subtrees):
+            nodes[key] = CutNode(origin, key, nodes[key])  # type: ignore[arg-type]
+        else:
+            nodes[key] = SlowNode(nodes[key])  # type: ignore[arg-type]
+    for key in dynamic:
+        node = nodes[key]
+        if type(node) is dict:
+            nodes[key] = SlowNode(node)
+    if dnames:
+        # A DNAME changes the answer for every name below it.
+        for key, node in nodes.items():
+            if type(node) is dict and below(key, dnames):
+                nodes[key] = SlowNode(node)
+    for key in cnames:
+        node = nodes[key]
+        if type(node) is not dict:
+            continue
+        # The engine follows a chain only inside the zone; a single static CNAME whose target
+        # is here is the fast path's, anything longer or stranger the engine's.
+        if len(node) != 1:
+            nodes[key] = SlowNode(node)
+            continue
+        rr = raw(node[CNAME])[1]
+        target = _name_at(rr, 12).lower()
+        nodes[key] = CnameNode(rr, target if is_below_or_at(target, origin) else None)
 
 
 @dataclass(slots=True)
@@ -112,11 +271,11 @@ class CompiledZone:
 
     origin: bytes  # lower-cased wire name
     label: str  # the zone's metric label
-    nodes: dict[bytes, WireNode | CnameNode | CutNode | None]
-    ns_rrset: RRset | None  # the apex NS set, added to positive answers with its addresses
-    glue: tuple[RRset, ...]  # the apex NS targets' addresses, in the engine's order
-    glue_names: frozenset[bytes]  # their owners: an answer about one leaves it out of additional
+    nodes: dict[bytes, Node]
     negative: tuple[int, bytes]  # apex length, the SOA RR after its owner (negative answers)
+    ns_rrset: RRset | None = None  # the apex NS set, added to positive answers with its addresses
+    glue: tuple[RRset, ...] = ()  # the apex NS targets' addresses, in the engine's order
+    glue_names: frozenset[bytes] = frozenset()  # their owners: an answer about one leaves it out
     _tails: dict[int, tuple[int, int, bytes, bytes]] = field(default_factory=dict)
     _soas: dict[int, bytes] = field(default_factory=dict)
 
@@ -157,7 +316,7 @@ class NameWriter:
 
     def write(self, name: Name) -> bytes:
         """``name`` in wire form, compressed against the longest known suffix."""
-        wire = _wire(name)
+        wire = to_wire(name)
         lower = wire.lower()
         at = 0
         while lower[at]:
@@ -196,102 +355,8 @@ def repoint(rrs: bytes, count: int, owner: int) -> bytes:
     return b"".join(out)
 
 
-def _wire(name: Name) -> bytes:
+def to_wire(name: Name) -> bytes:
+    """``name`` (absolute) in uncompressed wire form."""
     wire = name.to_wire()
     assert wire is not None
     return wire
-
-
-def _below(name: bytes, subtrees: set[bytes]) -> bool:
-    """Whether ``name`` (wire) is one of ``subtrees`` or lies below one."""
-    at = 0
-    while name[at]:
-        if name[at:] in subtrees:
-            return True
-        at += name[at] + 1
-    return False
-
-
-def compile_zone(zone: Zone, label: str) -> CompiledZone:
-    """The wire form of ``zone``; everything the fast path cannot answer is SLOW."""
-    nodes: dict[bytes, WireNode | CnameNode | CutNode | None] = {}
-    origin = _wire(zone.origin)
-    empty: WireNode = {}
-    # Delegations and DNAMEs change the answer for every name below them: those subtrees, and
-    # dynamic records, are the engine's.
-    subtrees = {
-        _wire(name)
-        for name, node in zone.nodes.items()
-        if dns.rdatatype.DNAME in node or name in zone.cuts
-    }
-    dynamic = {name for (name, _rdtype) in zone.dynamic}
-    for name, node in zone.nodes.items():
-        key = _wire(name)
-        if name in zone.cuts and name not in dynamic and not _below(key[key[0] + 1 :], subtrees):
-            cut_ns = node[dns.rdatatype.NS]
-            nodes[key] = CutNode(origin, key, cut_ns, _addresses(zone, cut_ns))
-            continue
-        if name in dynamic or (subtrees and _below(key, subtrees)):
-            nodes[key] = SLOW
-            continue
-        cname = node.get(dns.rdatatype.CNAME)
-        if cname is not None:
-            # The engine follows a chain only inside the zone; a single static CNAME whose
-            # target is here is the fast path's, anything longer or stranger the engine's.
-            target = cname[0].target.canonicalize()
-            if len(node) == 1:
-                inside = target.is_subdomain(zone.origin)
-                nodes[key] = CnameNode(encode_rrset(cname)[1], _wire(target) if inside else None)
-            else:
-                nodes[key] = SLOW
-            continue
-        nodes[key] = {int(rdtype): _entry(zone, rrset) for rdtype, rrset in node.items()}
-    for name in zone.names:
-        key = _wire(name)
-        # Empty non-terminals exist: NODATA, not NXDOMAIN.
-        nodes.setdefault(key, SLOW if subtrees and _below(key, subtrees) else dict(empty))
-    ns = zone.nodes[zone.origin].get(dns.rdatatype.NS)
-    glue = _addresses(zone, ns) if ns is not None else ()
-    soa = zone.negative_soa
-    rdata = soa[0].to_wire()
-    assert rdata is not None
-    negative = struct.pack("!HHIH", soa.rdtype, soa.rdclass, soa.ttl, len(rdata)) + rdata
-    glue_names = frozenset(_wire(rrset.name).lower() for rrset in glue)
-    return CompiledZone(origin, label, nodes, ns, glue, glue_names, (len(origin), negative))
-
-
-# Where the target name starts in the RDATA of the types whose targets bring addresses.
-_TARGET_AT = {int(dns.rdatatype.MX): 2, int(dns.rdatatype.SRV): 6}
-
-
-def _entry(zone: Zone, rrset: RRset) -> tuple[int, bytes] | WithTargets | None:
-    rdtype = int(rrset.rdtype)
-    skip = _TARGET_AT.get(rdtype)
-    if skip is not None:
-        count, rrs = encode_rrset(rrset)
-        targets = []
-        at = 0
-        for rdata in rrset:
-            target = rdata.exchange if rdtype == dns.rdatatype.MX else rdata.target
-            if target.is_subdomain(zone.origin):
-                targets.append((_wire(target.canonicalize()), at + 12 + skip))
-            at += 12 + ((rrs[at + 10] << 8) | rrs[at + 11])
-        return WithTargets(count, rrs, tuple(targets))
-    return SLOW if rdtype in _NAME_TYPES else encode_rrset(rrset)
-
-
-def _addresses(zone: Zone, ns: RRset) -> tuple[RRset, ...]:
-    """The in-zone addresses of ``ns``'s targets, each once, in the engine's order."""
-    return tuple(target_addresses(zone, (rdata.target for rdata in ns), set()))
-
-
-def compile_zones(zones: ZoneSet) -> dict[bytes, CompiledZone]:
-    """Every zone compiled, keyed by its lower-cased wire name."""
-    out = {}
-    for zone in zones:
-        compiled = compile_zone(zone, zone.origin.to_text(omit_final_dot=True) or ".")
-        out[compiled.origin] = compiled
-    return out
-
-
-IN = int(dns.rdataclass.IN)

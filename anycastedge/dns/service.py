@@ -85,7 +85,7 @@ class ZoneService(service.Service):
 
     def __init__(
         self,
-        build: Callable[[Serials], Built],
+        build: Callable[[Serials, ZoneSet], Built],
         fingerprint: Callable[[], Hashable],
         reactor: Any,
         watch_interval: float = 0.0,
@@ -124,7 +124,11 @@ class ZoneService(service.Service):
     def load(self) -> tuple[Problem, ...]:
         """Load synchronously (start-up); raises ConfigError. Returns the warnings."""
         fingerprint = self._fingerprint_now()
-        built = self._build(dict(self.serials))
+        gc.disable()  # see reload: the collector would scan the zone again and again as it grows
+        try:
+            built = self._build(dict(self.serials), ZoneSet({}))
+        finally:
+            gc.enable()
         self._swap(built, fingerprint, "start")
         gc.freeze()  # see reload
         return built.warnings
@@ -133,7 +137,7 @@ class ZoneService(service.Service):
         old, self.responder = self.responder, built.responder
         # Freeing a large zone set is millions of deallocations in one C call if the last
         # reference goes here: hand it to a thread that takes it apart piece by piece.
-        self._reactor.callInThread(old.dispose)
+        self._reactor.callInThread(old.dispose, built.responder.zones)
         del old
         self._fingerprint = fingerprint
         self.reloads.add(ReloadResult(time.time(), True, trigger, shown(built.warnings)))
@@ -149,7 +153,8 @@ class ZoneService(service.Service):
             self._on_swap(built)
 
     def reload(self, trigger: str = "signal") -> defer.Deferred[bool]:
-        """Rebuild the whole zone set off the reactor thread; swap it in if it validates."""
+        """Rebuild the zone set off the reactor thread (zones whose files did not change are kept
+        as they are); swap it in if it validates."""
         if self._reloading is not None:
             # The running reload may have read the files before this change: run once more.
             self._again = True
@@ -162,7 +167,7 @@ class ZoneService(service.Service):
         # collector's scans (it is freed by reference counting when it is retired).
         gc.disable()
         d: defer.Deferred[Built] = threads.deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(), self._build, previous
+            self._reactor, self._reactor.getThreadPool(), self._build, previous, self.zones
         )
 
         def ok(built: Built) -> bool:

@@ -23,13 +23,14 @@ import dns.rrset
 from dns.rdatatype import RdataType
 
 from anycastedge.dns.compiled import (
-    SLOW,
     SLOW_QTYPES,
     CnameNode,
     CompiledZone,
     CutNode,
+    Held,
+    SlowNode,
     WithTargets,
-    compile_zones,
+    negative_tail,
     repoint,
 )
 from anycastedge.dns.counters import DnsCounters, MetricKey, PoolKey
@@ -56,7 +57,7 @@ _U16 = struct.Struct("!H")
 _TCP_LIMIT = 65535
 _COUNTS = struct.Struct("!HHHH")  # QD, AN, NS, AR
 _TRANSPORT = ("udp", "tcp")
-_ABSENT: Any = object()  # not in the compiled zone (a SLOW node is None)
+_ABSENT: Any = object()  # not in the compiled zone
 CHAOS_LABEL = "(chaos)"  # the zone label of CHAOS class queries (id.server, hostname.bind)
 _BADVERS = 16
 
@@ -270,14 +271,6 @@ def _header(flags: int, ancount: int, nscount: int, arcount: int) -> bytes:
 NegativeTails = dict[dns.name.Name, tuple[int, bytes]]
 
 
-def negative_tail(soa: RRset) -> tuple[int, bytes]:
-    """The apex's wire length, and the SOA RR after its owner name (RDATA names uncompressed)."""
-    rdata = soa[0].to_wire()
-    assert rdata is not None
-    apex_length = sum(len(label) + 1 for label in soa.name.labels)
-    return apex_length, struct.pack("!HHIH", soa.rdtype, soa.rdclass, soa.ttl, len(rdata)) + rdata
-
-
 def render_entry(
     answer: Answer, key: bytes, qname: dns.name.Name, qtype: int, qclass: int, tails: NegativeTails
 ) -> Entry:
@@ -326,7 +319,7 @@ def render_entry(
 
 def _locate(nodes: dict[bytes, Any], name: bytes, origin_length: int) -> Any:
     """The node answering for ``name`` (wire, lower case, in the zone): its own, or the wildcard
-    at its closest encloser (RFC 4592); SLOW if the engine must decide, _ABSENT for NXDOMAIN."""
+    at its closest encloser (RFC 4592), or the delegation above it; _ABSENT for NXDOMAIN."""
     node = nodes.get(name, _ABSENT)
     if node is not _ABSENT:
         return node
@@ -339,7 +332,7 @@ def _locate(nodes: dict[bytes, Any], name: bytes, origin_length: int) -> Any:
         at += name[at] + 1
         encloser = name[at:]
     found = nodes.get(encloser, _ABSENT)
-    if found is SLOW or type(found) is CutNode:
+    if type(found) is SlowNode or type(found) is CutNode:
         return found  # below a delegation (the referral) or a DNAME (the engine's)
     return nodes.get(b"\x01*" + encloser, _ABSENT)
 
@@ -383,7 +376,7 @@ class Responder:
         self._tails: NegativeTails = {}
         self._resolve = resolver
         self._dynamic = decider is not None and any(zone.dynamic for zone in zones)
-        self._compiled = compile_zones(zones)
+        self._compiled = {zone.compiled.origin: zone.compiled for zone in zones}
         # The OPT of most answers, by DO and NSID wanted.
         self._opts = tuple(
             tuple(self._opt(0, do, nsid, None) for nsid in (False, True)) for do in (False, True)
@@ -469,7 +462,7 @@ class Responder:
         node = _locate(nodes, qname, origin_length)
         if node is _ABSENT:
             return self._negative(data, q, tcp, zone, 3)
-        if node is SLOW or qname in zone.glue_names:
+        if type(node) is SlowNode or qname in zone.glue_names:
             return None  # the engine leaves the answer's own addresses out of additional
         qlen = len(qname)
         if type(node) is CutNode:
@@ -494,12 +487,12 @@ class Responder:
             node = _locate(nodes, target, origin_length)
             if node is _ABSENT:
                 return self._negative(data, q, tcp, zone, 3, b"".join(answer), count)
-            if node is SLOW or type(node) is CutNode:
+            if type(node) is SlowNode or type(node) is CutNode:
                 return None
         entry = node.get(qtype, _ABSENT)
         if entry is _ABSENT:
             return self._negative(data, q, tcp, zone, 0, b"".join(answer), count)
-        if entry is SLOW:
+        if type(entry) is Held:
             return None
         if type(entry) is WithTargets:
             if owner_at != 12:
@@ -548,7 +541,7 @@ class Responder:
             node = _locate(nodes, target, len(zone.origin))
             if node is _ABSENT or type(node) is CnameNode:
                 continue
-            if node is SLOW or type(node) is CutNode:
+            if type(node) is SlowNode or type(node) is CutNode:
                 return None
             for rdtype in (1, 28):  # A, AAAA
                 found = node.get(rdtype)
@@ -651,26 +644,19 @@ class Responder:
         for pool in pools:
             answers[pool] = answers.get(pool, 0) + 1
 
-    def dispose(self) -> None:
+    def dispose(self, keep: ZoneSet) -> None:
         """Take this retired Responder's data apart entry by entry, so that freeing a large zone
-        set yields the GIL often instead of holding it for seconds (run in a thread). Only for
-        a Responder whose zones no other one shares: every reload builds them all anew."""
+        set yields the GIL often instead of holding it for seconds (run in a thread). The zones
+        of ``keep`` (the set now served, which may share some) are left alone."""
+        kept = {id(zone) for zone in keep}
         big: list[Any] = [*self._exact, *self._dynamic_hits, self._entries]
-        for compiled in self._compiled.values():
-            big.append(compiled.nodes)
-        names: list[Any] = []
         for zone in self.zones:
-            big += [zone.nodes, zone.glue, zone.dynamic]
-            # The names set would free every Name at once when the zone goes: hold them in a
-            # list, empty the set (cheap: the list keeps them alive), and let them go one by one.
-            names += zone.names
-            object.__setattr__(zone, "names", frozenset())
+            if id(zone) not in kept:
+                big += [zone.compiled.nodes, zone.glue_nodes, zone.dynamic]
         for mapping in big:
             if isinstance(mapping, dict):
                 while mapping:
                     mapping.popitem()
-        while names:
-            names.pop()
 
     def health_changed(self) -> None:
         """Dynamic answers cached for the old health state are stale: drop them."""

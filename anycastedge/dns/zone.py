@@ -1,21 +1,90 @@
-"""The zone model: immutable, lowercased, with delegations, glue and empty non-terminals known."""
+"""The zone model: immutable, lowercased, with delegations, glue and empty non-terminals known.
+
+A zone's data lives once, in wire form, in its CompiledZone (``dns.compiled``); the answer engine
+reads it through views that decode a node into dnspython RRsets when it asks for one.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import dns.name
 import dns.rdatatype
 import dns.rrset
 
+from anycastedge.dns.compiled import (
+    CompiledZone,
+    CutNode,
+    Held,
+    Node,
+    WireNode,
+    compile_nodes,
+    decode,
+    encode_rrs,
+    negative_tail,
+    node_types,
+    to_wire,
+)
+from anycastedge.errors import Problem
 from anycastedge.gslb.model import DynamicRecord
 
 Name = dns.name.Name
 RRset = dns.rrset.RRset
-Node = Mapping[int, RRset]
+NodeRRsets = Mapping[int, RRset]
 
 WILDCARD = b"*"
+NS = int(dns.rdatatype.NS)
+SOA = int(dns.rdatatype.SOA)
+
+
+class NodeView(Mapping[Name, NodeRRsets]):
+    """Wire-form nodes seen as dnspython RRsets by owner Name (decoded on each lookup)."""
+
+    __slots__ = ("_nodes",)
+
+    def __init__(self, nodes: Mapping[bytes, Node]) -> None:
+        self._nodes = nodes
+
+    def __getitem__(self, name: Name) -> NodeRRsets:
+        node = self._nodes.get(to_wire(name).lower())
+        if node is None:
+            raise KeyError(name)
+        return {rdtype: decode(name, rdtype, entry) for rdtype, entry in node_types(node).items()}
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, Name):
+            return False
+        node = self._nodes.get(to_wire(name).lower())
+        return node is not None and bool(node_types(node))
+
+    def __iter__(self) -> Iterator[Name]:
+        """Owners with data (not the empty non-terminals)."""
+        for key, node in self._nodes.items():
+            if node_types(node):
+                yield dns.name.from_wire(key, 0)[0]
+
+    def __len__(self) -> int:
+        return sum(1 for node in self._nodes.values() if node_types(node))
+
+
+class NameView:
+    """Every name that exists in a zone, empty non-terminals included."""
+
+    __slots__ = ("_nodes",)
+
+    def __init__(self, nodes: Mapping[bytes, Node]) -> None:
+        self._nodes = nodes
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, Name) and to_wire(name).lower() in self._nodes
+
+    def __iter__(self) -> Iterator[Name]:
+        return (dns.name.from_wire(key, 0)[0] for key in self._nodes)
+
+    def __len__(self) -> int:
+        return len(self._nodes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,9 +92,8 @@ class Zone:
     """One zone's authoritative data and what a lookup needs to know about its shape."""
 
     origin: Name
-    nodes: Mapping[Name, Node]  # authoritative data, plus NS/DS at the cuts
-    glue: Mapping[Name, Node]  # A/AAAA of names at or below a cut (occluded)
-    names: frozenset[Name]  # every name that exists, empty non-terminals included
+    compiled: CompiledZone  # the data: authoritative nodes, NS/DS at the cuts, the SOA
+    glue_nodes: dict[bytes, WireNode]  # A/AAAA of names at or below a cut (occluded)
     cuts: frozenset[Name]  # delegation points below the apex
     soa: RRset
     negative_soa: RRset  # the SOA with TTL min(TTL, MINIMUM), for negative answers
@@ -33,6 +101,23 @@ class Zone:
     dynamic: Mapping[tuple[Name, int], DynamicRecord] = field(default_factory=dict)
     source: str = ""
     loaded_at: float = 0.0
+    stamp: Hashable = None  # the file's state it was built from: unchanged, it is reused
+    warnings: tuple[Problem, ...] = ()  # what building it warned about
+
+    @property
+    def nodes(self) -> NodeView:
+        """Authoritative data by owner, plus NS/DS at the cuts."""
+        return NodeView(self.compiled.nodes)
+
+    @property
+    def glue(self) -> NodeView:
+        """A/AAAA of names at or below a cut."""
+        return NodeView(self.glue_nodes)
+
+    @property
+    def names(self) -> NameView:
+        """Every name that exists, empty non-terminals included."""
+        return NameView(self.compiled.nodes)
 
     @property
     def serial(self) -> int:
@@ -51,10 +136,11 @@ class Zone:
                 return candidate
         return None
 
-    def wildcard(self, name: Name) -> Node | None:
+    def wildcard(self, name: Name) -> NodeRRsets | None:
         """The wildcard node that synthesizes ``name`` (RFC 4592), found at the closest encloser."""
+        names = self.names
         encloser = name.parent()
-        while encloser not in self.names:
+        while encloser not in names:
             if encloser == self.origin:
                 break
             encloser = encloser.parent()
@@ -78,6 +164,75 @@ class Zone:
             rrset = node.get(rdtype) if node else None
             if rrset is not None:
                 yield synthesized(rrset, name)
+
+
+def assemble_zone(
+    origin: Name,
+    nodes: dict[bytes, WireNode],
+    glue: dict[bytes, WireNode],
+    soa: RRset,
+    negative_ttl: int,
+    *,
+    cuts: set[bytes],
+    dnames: set[bytes],
+    cnames: Iterable[bytes],
+    dynamic: Mapping[tuple[Name, int], DynamicRecord],
+    digest: str,
+    source: str,
+    stamp: Hashable = None,
+    warnings: tuple[Problem, ...] = (),
+) -> Zone:
+    """A Zone from its nodes in wire form (``make_entry``'s entries, empty non-terminals
+    included, nothing below a cut; modified in place) and its synthesized SOA."""
+    apex = to_wire(origin)
+    soa_rdata = to_wire_rdata(soa)
+    nodes[apex][SOA] = Held(1, encode_rrs(SOA, soa.ttl, (soa_rdata,)))
+    dynamic_owners = {to_wire(name) for name, _ in dynamic}
+    compiled_nodes: dict[bytes, Node] = nodes  # type: ignore[assignment]  # compiled in place
+    compile_nodes(apex, compiled_nodes, cuts, dnames, dynamic_owners, cnames)
+    negative_soa = dns.rrset.RRset(origin, soa.rdclass, soa.rdtype)
+    negative_soa.update(soa)
+    negative_soa.update_ttl(negative_ttl)
+    label = origin.to_text(omit_final_dot=True) or "."
+    compiled = CompiledZone(apex, label, compiled_nodes, negative_tail(negative_soa))
+    zone = Zone(
+        origin=origin,
+        compiled=compiled,
+        glue_nodes=glue,
+        cuts=frozenset(dns.name.from_wire(cut, 0)[0] for cut in cuts),
+        soa=soa,
+        negative_soa=negative_soa,
+        digest=digest,
+        dynamic=dynamic,
+        source=source,
+        loaded_at=time.time(),
+        stamp=stamp,
+        warnings=warnings,
+    )
+    # What positive answers and referrals add, found by the engine's own rules.
+    ns = zone.nodes[origin].get(NS)
+    if ns is not None:
+        compiled.ns_rrset = ns
+        compiled.glue = _addresses(zone, ns)
+        compiled.glue_names = frozenset(to_wire(rrset.name).lower() for rrset in compiled.glue)
+    for key in cuts:
+        node = compiled_nodes[key]
+        if type(node) is CutNode:
+            node.ns = decode(dns.name.from_wire(key, 0)[0], NS, node.types[NS])
+            node.glue = _addresses(zone, node.ns)
+    return zone
+
+
+def to_wire_rdata(rrset: RRset) -> bytes:
+    """The RDATA of a one-RR set."""
+    wire = rrset[0].to_wire()
+    assert wire is not None
+    return wire
+
+
+def _addresses(zone: Zone, ns: RRset) -> tuple[RRset, ...]:
+    """The in-zone addresses of ``ns``'s targets, each once, in the engine's order."""
+    return tuple(target_addresses(zone, (rdata.target for rdata in ns), set()))
 
 
 def target_addresses(

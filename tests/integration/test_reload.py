@@ -183,6 +183,30 @@ def test_sighup_without_changes_keeps_the_serial(sighup_server: ServerHandle) ->
     assert {z: server.soa_serial(z) for z in serials} == serials
 
 
+def test_a_reload_reads_only_the_files_that_changed(sighup_server: ServerHandle) -> None:
+    """One of two zone files changes: that zone is built anew, the other is kept as it was
+    (same load time in /status) and, shared by the old and new zone sets, still answers after
+    the old set is taken apart."""
+    server = sighup_server
+    assert server.zones_dir is not None
+    path = server.zones_dir / "example.com.yaml"
+
+    def loaded() -> dict[str, float]:
+        return {z["name"]: z["loaded_at"] for z in server.status()["zones"]}
+
+    before = loaded()
+    net_answer = a_values(server, "www.example.net.")
+    assert net_answer
+    write_atomically(path, path.read_text().replace("192.0.2.200", "192.0.2.203"))
+    server.sighup()
+    wait_for(lambda: answered_a(server, FQDN) == {"192.0.2.203"}, POLL, "the new value")
+    after = loaded()
+    assert after["example.com."] > before["example.com."]
+    assert after["example.net."] == before["example.net."]
+    assert a_values(server, "www.example.net.") == net_answer
+    assert a_values(server, "www.example.net.", tcp=True) == net_answer
+
+
 def test_watcher_off_means_no_reload_without_sighup(sighup_server: ServerHandle) -> None:
     """With dns.watch_interval 0 a changed file is served after SIGHUP, by exactly one reload."""
     server = sighup_server

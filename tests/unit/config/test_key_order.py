@@ -15,9 +15,11 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from natsort import natsort_keygen
 from octodns.provider.yaml import YamlProvider
 from octodns.zone import Zone as OctoZone
 
+from anycastedge.config.key_order import natural_less
 from anycastedge.config.pop import SoaConfig
 from anycastedge.config.zones import build_zone, load_zones
 from anycastedge.errors import Problem
@@ -154,3 +156,15 @@ def test_octodns_refuses_exactly_the_files_we_warn_about(
         lines.extend(f"  {key}: {values[key]}" for key in keys)
     path = write(directory, "\n".join(lines) + "\n")
     assert bool(order_warnings(path)) == octodns_refuses(directory)
+
+
+KEY_TEXT = st.text(alphabet=st.sampled_from("ab_-.*0129Zé"), max_size=8)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(a=KEY_TEXT, b=KEY_TEXT)
+def test_natural_less_is_natsorts_order(a: str, b: str) -> None:
+    """The shortcut compares keys exactly as natsort's own keys do (digit runs, leading zeros,
+    prefixes, non-ASCII)."""
+    natural = natsort_keygen()
+    assert natural_less(a, b) == (natural(a) < natural(b))

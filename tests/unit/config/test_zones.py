@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from anycastedge.config.pop import SoaConfig
-from anycastedge.config.zones import DEFAULT_TTL, build_zone
+from anycastedge.config.zones import DEFAULT_TTL, build_zone, load_zones
 from anycastedge.dns.engine import NOERROR, NXDOMAIN, Answer, resolve
 from anycastedge.dns.zone import Zone, ZoneSet
 from anycastedge.errors import ConfigError, Problem
@@ -621,3 +621,61 @@ def test_any_ipv4_values_answer_exactly_that_set(addresses: list[str], ttl: int)
     [rrset] = [r for r in result.answer if r.rdtype == dns.rdatatype.A]
     assert rrset.ttl == ttl
     assert {rd.address for rd in rrset} == set(addresses)
+
+
+def test_unchanged_zone_files_are_not_read_again(tmp_path: Path) -> None:
+    """load_zones with the zone set in service keeps the zones whose files did not change (the
+    same objects, warnings included) and builds the changed ones anew."""
+    a = tmp_path / "a.test.yaml"
+    b = tmp_path / "b.test.yaml"
+    a.write_text(
+        "'':\n  type: NS\n  values: [ns1.a.test., ns2.a.test.]\n"
+        "www:\n  type: A\n  value: 192.0.2.1\n"
+    )
+    b.write_text("www:\n  type: A\n  value: 192.0.2.2\n")  # no apex NS: a warning
+    first, warnings = load_zones([tmp_path], SoaConfig())
+    assert [w.message for w in warnings] == ["zone has no apex NS records"]
+    st = a.stat()
+    a.write_text(a.read_text().replace("192.0.2.1", "192.0.2.9"))
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    second, warnings = load_zones([tmp_path], SoaConfig(), None, first)
+    a_name, b_name = dns.name.from_text("a.test."), dns.name.from_text("b.test.")
+    assert second.zones[b_name] is first.zones[b_name]
+    assert [w.message for w in warnings] == ["zone has no apex NS records"]
+    assert second.zones[a_name] is not first.zones[a_name]
+    www = dns.name.from_text("www.a.test.")
+    assert second.zones[a_name].nodes[www][dns.rdatatype.A][0].address == "192.0.2.9"
+    third, _ = load_zones([tmp_path], SoaConfig(minimum=60), None, second)
+    assert third.zones[b_name] is not second.zones[b_name]  # other SOA settings: built anew
+
+
+def test_anchors_and_merge_keys_load_as_written_out(tmp_path: Path) -> None:
+    """A zone file using YAML anchors, aliases and merge keys (read whole, not streamed) gives
+    the same zone as the file with each written out, and errors still name their line."""
+    short = tmp_path / "short" / "a.test.yaml"
+    long = tmp_path / "long" / "a.test.yaml"
+    short.parent.mkdir()
+    long.parent.mkdir()
+    short.write_text(
+        "'': &ns {type: NS, values: [ns1.a.test., ns2.a.test.]}\n"
+        "www: &web {ttl: 60, type: A, values: [192.0.2.1, 192.0.2.2]}\n"
+        "www2: *web\n"
+        "www3: {<<: *web, ttl: 120}\n"
+    )
+    long.write_text(
+        "'': {type: NS, values: [ns1.a.test., ns2.a.test.]}\n"
+        "www: {ttl: 60, type: A, values: [192.0.2.1, 192.0.2.2]}\n"
+        "www2: {ttl: 60, type: A, values: [192.0.2.1, 192.0.2.2]}\n"
+        "www3: {ttl: 120, type: A, values: [192.0.2.1, 192.0.2.2]}\n"
+    )
+    a, _ = build_zone(short, SoaConfig())
+    b, _ = build_zone(long, SoaConfig())
+    assert dict(a.nodes.items()) == dict(b.nodes.items())
+    assert a.digest == b.digest
+    short.write_text(short.read_text() + "bad: {<<: *web, values: [192.0.2.999]}\n")
+    with pytest.raises(ConfigError) as caught:
+        build_zone(short, SoaConfig())
+    errors = [p for p in caught.value.problems if not p.warning]
+    assert [(p.message, p.location.line if p.location else 0) for p in errors] == [
+        ('invalid IPv4 address "192.0.2.999"', 5)
+    ]

@@ -10,11 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anycastedge.dns.compiled import (
-    SLOW,
     CnameNode,
+    CompiledZone,
     CutNode,
+    Held,
     WithTargets,
-    compile_zone,
+    decode,
     repoint,
 )
 from anycastedge.dns.wire import Responder, parse_query
@@ -30,9 +31,8 @@ def wire(text: str) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def compiled(engine_zones: ZoneSet):  # type: ignore[no-untyped-def]
-    zone = engine_zones.zones[ORIGIN]
-    return compile_zone(zone, "engine.test")
+def compiled(engine_zones: ZoneSet) -> CompiledZone:
+    return engine_zones.zones[ORIGIN].compiled
 
 
 def test_nodes_hold_pre_encoded_rrs_owned_by_the_question(compiled) -> None:  # type: ignore[no-untyped-def]
@@ -49,11 +49,14 @@ def test_nodes_hold_pre_encoded_rrs_owned_by_the_question(compiled) -> None:  # 
 
 def test_what_the_engine_must_answer_is_marked_slow(compiled) -> None:  # type: ignore[no-untyped-def]
     """A delegation is a CutNode (names below it are found through it); types with names in
-    their data are SLOW; a CNAME is a CnameNode; empty non-terminals exist with no types."""
+    their data are Held for the engine; a CNAME is a CnameNode; empty non-terminals exist with
+    no types."""
     nodes = compiled.nodes
     assert type(nodes[wire("deleg.engine.test.")]) is CutNode
     assert wire("below.deleg.engine.test.") not in nodes  # occluded: found through the cut
-    assert nodes[wire("engine.test.")][dns.rdatatype.SOA] is SLOW
+    soa = nodes[wire("engine.test.")][dns.rdatatype.SOA]
+    assert type(soa) is Held
+    assert decode(ORIGIN, dns.rdatatype.SOA, soa)[0].mname == dns.name.from_text("ns1.engine.test.")
     mx = nodes[wire("engine.test.")][dns.rdatatype.MX]
     assert type(mx) is WithTargets and mx.targets  # its exchanges' addresses follow
     assert type(nodes[wire("www.engine.test.")]) in (CnameNode, dict)
