@@ -185,7 +185,7 @@ def assemble_zone(
     """A Zone from its nodes in wire form (``make_entry``'s entries, empty non-terminals
     included, nothing below a cut; modified in place) and its synthesized SOA."""
     apex = to_wire(origin)
-    soa_rdata = to_wire_rdata(soa)
+    soa_rdata = _rdata_wire(soa)
     nodes[apex][SOA] = Held(1, encode_rrs(SOA, soa.ttl, (soa_rdata,)))
     dynamic_owners = {to_wire(name) for name, _ in dynamic}
     compiled_nodes: dict[bytes, Node] = nodes  # type: ignore[assignment]  # compiled in place
@@ -223,7 +223,7 @@ def assemble_zone(
     return zone
 
 
-def to_wire_rdata(rrset: RRset) -> bytes:
+def _rdata_wire(rrset: RRset) -> bytes:
     """The RDATA of a one-RR set."""
     wire = rrset[0].to_wire()
     assert wire is not None
