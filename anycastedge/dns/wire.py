@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dns.name
@@ -60,6 +60,8 @@ _TRANSPORT = ("udp", "tcp")
 _ABSENT: Any = object()  # not in the compiled zone
 CHAOS_LABEL = "(chaos)"  # the zone label of CHAOS class queries (id.server, hostname.bind)
 _BADVERS = 16
+_ECS_MAX = 20  # the longest ECS option data: family, prefixes and a whole IPv6 address
+_SCOPES = tuple(bytes((n,)) for n in range(129))  # an ECS SCOPE PREFIX-LENGTH octet
 
 # Labels for metrics: bounded, so a client cannot grow the label space.
 _QTYPE_LABELS = {
@@ -115,9 +117,15 @@ class Branch:
 
     record: DynamicRecord
     children: dict[tuple[str, ...], Entry | Branch]
+    # The pools answered from when this record is the only one, by pool: one tuple shared by
+    # every cached answer (per-query tuples in the caches cost full garbage collections).
+    pools: dict[str, tuple[PoolKey, ...]] = field(default_factory=dict)
 
 
 Fixed = tuple[bytes, MetricKey, tuple[PoolKey, ...]]  # response after the ID, metric, pools
+# What every response made from one encoded variant shares: its counts (without, with an OPT),
+# what follows the question, and the metric by transport (UDP, TCP).
+Pieces = tuple[bytes, bytes, bytes, tuple[MetricKey, MetricKey]]
 
 
 @dataclass(slots=True)
@@ -349,7 +357,7 @@ class Responder:
 
     __slots__ = ("zones", "pop", "max_udp", "nsid", "limit", "counters", "counts", "decider",
                  "_exact", "_dynamic_hits", "_entries", "_resolve", "_tails",
-                 "_dynamic", "_compiled", "_opts")  # fmt: skip
+                 "_dynamic", "_compiled", "_opts", "_ecs_opts", "_pieces")  # fmt: skip
 
     def __init__(
         self,
@@ -373,6 +381,7 @@ class Responder:
         self._exact: tuple[dict[bytes, tuple[bytes, MetricKey]], ...] = ({}, {})
         self._dynamic_hits: tuple[dict[object, Fixed | Drawn], ...] = ({}, {})
         self._entries: dict[bytes, Entry | Branch] = {}
+        self._pieces: dict[bytes, Pieces] = {}  # by encoded variant, for _render
         self._tails: NegativeTails = {}
         self._resolve = resolver
         self._dynamic = decider is not None and any(zone.dynamic for zone in zones)
@@ -380,6 +389,14 @@ class Responder:
         # The OPT of most answers, by DO and NSID wanted.
         self._opts = tuple(
             tuple(self._opt(0, do, nsid, None) for nsid in (False, True)) for do in (False, True)
+        )
+        # ... and of answers echoing ECS, up to the option's data, by DO, NSID and data length.
+        self._ecs_opts = tuple(
+            tuple(
+                tuple(self._opt(0, do, nsid, bytes(n))[: -n or None] for n in range(_ECS_MAX + 1))
+                for nsid in (False, True)
+            )
+            for do in (False, True)
         )
 
     def respond(self, data: bytes, tcp: bool, host: str = "") -> bytes | None:
@@ -409,7 +426,10 @@ class Responder:
             return self._error(data, FORMERR, tcp)
         if q.edns and q.version > 0:
             return self._badvers(data, q, tcp)
-        if not q.probe:
+        # A question whose answer is dynamic is SLOW in the compiled zones: once its Branch is
+        # cached, skip looking there (a new client network costs the walk and the render only).
+        node = self._entries.get(q.key) if self._dynamic else None
+        if not q.probe and type(node) is not Branch:
             fast = self._assemble(data, q, tcp)
             if fast is not None:
                 response, metric = fast
@@ -418,7 +438,8 @@ class Responder:
                     exact.clear()
                 exact[tail] = (response[2:], metric)
                 return response
-        node = self._root(q.key)
+        if node is None:
+            node = self._root(q.key)
         if q.probe:  # never cached: the exact cache counts every hit as a client's
             return self._probe(data, q, tcp, node, host)
         if type(node) is Entry:
@@ -649,7 +670,7 @@ class Responder:
         set yields the GIL often instead of holding it for seconds (run in a thread). The zones
         of ``keep`` (the set now served, which may share some) are left alone."""
         kept = {id(zone) for zone in keep}
-        big: list[Any] = [*self._exact, *self._dynamic_hits, self._entries]
+        big: list[Any] = [*self._exact, *self._dynamic_hits, self._entries, self._pieces]
         for zone in self.zones:
             if id(zone) not in kept:
                 big += [zone.compiled.nodes, zone.glue_nodes, zone.dynamic]
@@ -719,14 +740,20 @@ class Responder:
         """Decide each dynamic record on the way: the Entry, the ECS scope it holds for, the
         pools answered from, whether every such query gets it, and the selections made."""
         assert self.decider is not None
-        scope = 0
-        reusable = True
-        pools: tuple[PoolKey, ...] = ()
-        path: tuple[tuple[str, ...], ...] = ()
-        current: Entry | Branch = node
+        decide = self.decider.decide
+        # The first record by itself: most dynamic questions have only the one.
+        record = node.record
+        selection, pool, scope, reusable = decide(record, q.ecs, host)
+        pools = node.pools.get(pool)
+        if pools is None:
+            pools = node.pools[pool] = ((record.label, pool),)
+        path: tuple[tuple[str, ...], ...] = (selection,)
+        current = node.children.get(selection)
+        if current is None:
+            current = node.children[selection] = self._node(q.key, path)
         while type(current) is Branch:
             record = current.record
-            selection, pool, record_scope, fixed = self.decider.decide(record, q.ecs, host)
+            selection, pool, record_scope, fixed = decide(record, q.ecs, host)
             if record_scope > scope:
                 scope = record_scope
             reusable = reusable and fixed
@@ -743,11 +770,17 @@ class Responder:
         self, data: bytes, q: Query, tcp: bool, entry: Entry, scope: int
     ) -> tuple[bytes, MetricKey]:
         """The Entry as the response to this query: ID, flags, case, OPT and ECS, size limit."""
-        ecs = None
-        if q.ecs is not None:
-            # RFC 7871 7.2.1: FAMILY, SOURCE PREFIX-LENGTH and ADDRESS as sent, our SCOPE.
-            ecs = q.ecs[:3] + bytes((scope,)) + q.ecs[4:]
-        opt = self._opt(0, q.do, q.nsid, ecs) if q.edns else b""
+        ecs = q.ecs
+        if not q.edns:
+            opt = b""
+        elif ecs is None:
+            opt = self._opts[q.do][q.nsid]
+        else:
+            # RFC 7871 7.2.1: FAMILY, SOURCE PREFIX-LENGTH and ADDRESS as sent, our SCOPE; the
+            # OPT up to the option's data comes encoded (every new client network gets here).
+            opt = b"".join(
+                (self._ecs_opts[q.do][q.nsid][len(ecs)], ecs[:3], _SCOPES[scope], ecs[4:])
+            )
         limit = _TCP_LIMIT if tcp else (min(q.payload, self.max_udp) if q.edns else 512)
         limit -= len(opt)
         wire = entry.full
@@ -757,22 +790,48 @@ class Responder:
                 if len(candidate) <= limit:
                     wire = candidate
                     break
-        out = bytearray(wire)
-        out[0:2] = data[0:2]
-        out[2] |= data[2] & 0x01  # RD copied
-        out[3] |= data[3] & 0x10  # CD copied
-        out[12 : q.qname_end] = data[12 : q.qname_end]  # the question's case, as asked
-        if opt:
-            out[10:12] = _U16.pack(((out[10] << 8) | out[11]) + 1)
-            out += opt
-        qtype = (data[q.qname_end] << 8) | data[q.qname_end + 1]
-        metric = (
+        end = q.qname_end
+        pieces = self._pieces.get(wire)
+        if pieces is None:
+            pieces = self._cut(wire, end, entry)
+        counts, counts_opt, rest, metrics = pieces
+        # ID; RD and CD copied; the counts; the question's case as asked; the rest; the OPT.
+        response = b"".join(
+            (
+                data[:2],
+                bytes((wire[2] | (data[2] & 0x01), wire[3] | (data[3] & 0x10))),
+                counts_opt if opt else counts,
+                data[12:end],
+                rest,
+                opt,
+            )
+        )
+        return response, metrics[tcp]
+
+    def _cut(self, wire: bytes, end: int, entry: Entry) -> Pieces:
+        """The Pieces of ``wire``, a variant of ``entry`` whose question ends at ``end``.
+
+        Kept per variant: a new client network only patches them, and the dynamic answers
+        cached share one metric tuple instead of holding one per query (tuples made per query
+        and kept in the caches are what made full garbage collections frequent).
+        """
+        qtype = (wire[end] << 8) | wire[end + 1]
+        labels = (
             entry.zone,
             _QTYPE_LABELS.get(qtype, "other"),
             _RCODE_LABELS.get(entry.rcode, "other"),
-            "tcp" if tcp else "udp",
         )
-        return bytes(out), metric
+        arcount = (wire[10] << 8) | wire[11]
+        pieces = (
+            wire[4:10] + _U16.pack(arcount),
+            wire[4:10] + _U16.pack(arcount + 1),  # the OPT is one more additional record
+            wire[end:],
+            ((*labels, "udp"), (*labels, "tcp")),
+        )
+        if len(self._pieces) >= self.limit:
+            self._pieces.clear()
+        self._pieces[wire] = pieces
+        return pieces
 
     def _opt(self, ext_rcode: int, do: bool, nsid: bool, ecs: bytes | None) -> bytes:
         options = b""

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from pathlib import Path
 
 import dns.edns
+import dns.flags
 import dns.message
+import dns.name
 import dns.rcode
+import dns.rdatatype
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,7 +20,8 @@ from anycastedge.config.pop import SoaConfig
 from anycastedge.config.zones import load_zones
 from anycastedge.dns.wire import Responder
 from anycastedge.gslb.decider import Decider
-from anycastedge.gslb.geo import GeoLocator
+from anycastedge.gslb.geo import GeoLocator, client_from_ecs
+from anycastedge.gslb.select import match
 from anycastedge.health.check import CheckTarget
 
 ZONE = """---
@@ -273,3 +278,74 @@ def test_any_ecs_option_is_answered_or_rejected(
     assert sent is not None
     assert sent[:3] + sent[4:] == option[:3] + option[4:]  # family, source, address as sent
     assert echoed.scopelen <= echoed.srclen
+
+
+@st.composite
+def new_networks(draw: st.DrawFn) -> str:
+    """A client network of any length, often inside or next to the EU /24."""
+    if draw(st.booleans()):
+        network = ipaddress.IPv6Network(
+            (draw(st.integers(0, 2**128 - 1)), draw(st.integers(1, 128))), strict=False
+        )
+    else:
+        near = int(ipaddress.IPv4Address("192.0.2.0")) ^ draw(st.integers(0, 2**12 - 1))
+        address = draw(st.one_of(st.just(near), st.integers(0, 2**32 - 1)))
+        network = ipaddress.IPv4Network((address, draw(st.integers(1, 32))), strict=False)
+    return str(network)
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    subnet=new_networks(),
+    qid=st.integers(0, 65535),
+    flags=st.sampled_from([0, dns.flags.RD, dns.flags.CD, dns.flags.RD | dns.flags.CD]),
+    do=st.booleans(),
+    nsid=st.booleans(),
+    tcp=st.booleans(),
+    upper=st.lists(st.booleans(), min_size=13, max_size=13),
+)
+def test_new_client_networks_get_the_rules_answer_and_their_query_echoed(
+    responder: Responder,
+    subnet: str,
+    qid: int,
+    flags: int,
+    do: bool,
+    nsid: bool,
+    tcp: bool,
+    upper: list[bool],
+) -> None:
+    """A network never seen before gets the pool the rules pick and ECS echoed with the scope
+    they hold for; ID, RD, CD, the question's case, DO and NSID as asked; the same bytes again
+    (from the cache) get the same response."""
+    qname = "".join(c.upper() if up else c for c, up in zip("www.dyn.test.", upper, strict=True))
+    options = [dns.edns.ECSOption.from_text(subnet)]
+    if nsid:
+        options.append(dns.edns.GenericOption(dns.edns.OptionType.NSID, b""))
+    query = dns.message.make_query(qname, "A", use_edns=0, want_dnssec=do, options=options)
+    query.id, query.flags = qid, flags
+    wire = responder.respond(query.to_wire(), tcp, "127.0.0.1")
+    assert wire is not None
+    reply = dns.message.from_wire(wire)
+    assert reply.id == qid and reply.flags & (dns.flags.RD | dns.flags.CD) == flags
+    assert reply.question[0].name.to_text() == qname  # the case as asked
+    assert bool(reply.ednsflags & dns.flags.DO) == do
+    assert [o.to_wire() for o in reply.options if o.otype == dns.edns.OptionType.NSID] == (
+        [b"ams1"] if nsid else []
+    )
+    [zone] = [z for z in responder.zones if z.dynamic]
+    record = zone.dynamic[(dns.name.from_text("www.dyn.test."), dns.rdatatype.A)]
+    assert responder.decider is not None
+    client = client_from_ecs(options[0].to_wire() or b"")
+    pool, scope = match(record, client, responder.decider.locator)
+    values = {v.value for v in record.pools[pool].values}
+    assert len(answer(reply)) == 1 and answer(reply)[0].split()[-1] in values
+    echoed = ecs(reply)
+    assert echoed is not None
+    network = ipaddress.ip_network(subnet)
+    assert ipaddress.ip_address(echoed[0]) == network.network_address
+    assert echoed[1:] == (network.prefixlen, min(scope, network.prefixlen))
+    if pool == "eu":  # one value: every query from the network gets the cached response
+        again = responder.respond(query.to_wire(), tcp, "127.0.0.1")
+        assert again == wire

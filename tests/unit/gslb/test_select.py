@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import os
@@ -16,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anycastedge.gslb.decider import Decider
+from anycastedge.gslb.decider import Decider, Regions
 from anycastedge.gslb.geo import Client, GeoLocator, client_from_ecs, client_from_host, expand
 from anycastedge.gslb.model import (
     DOWN,
@@ -372,3 +373,96 @@ def test_sticky_prefix_widens_the_scope_only_when_there_is_a_choice() -> None:
     assert decider.decide(sticky_record, na, "x")[1:] == ("na", 24, True)
     ca = bytes((0, 2, 64, 0)) + bytes.fromhex("20010db800ca0000")  # in NA-US-CA's /48: one value
     assert decider.decide(sticky_record, ca, "x")[1:] == ("ca", 48, True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    six=st.booleans(),
+    address=st.binary(min_size=16, max_size=16),
+    length=st.integers(0, 128),
+    other=st.binary(min_size=16, max_size=16),
+    shared=st.integers(0, 128),
+)
+def test_a_region_holds_for_every_address_of_its_prefix_and_no_other(
+    six: bool, address: bytes, length: int, other: bytes, shared: int
+) -> None:
+    """A region /L answers for an address iff it shares the region's first L bits."""
+    width = 16 if six else 4
+    bits, length, shared = 8 * width, min(length, 8 * width), min(shared, 8 * width)
+    address, other = address[:width], other[:width]
+    # ``other`` keeps the first ``shared`` bits of ``address``: near misses as well as hits.
+    keep = ((1 << bits) - 1) ^ ((1 << (bits - shared)) - 1)
+    other_value = (int.from_bytes(address, "big") & keep) | (int.from_bytes(other, "big") & ~keep)
+    other = other_value.to_bytes(width, "big")
+    regions = Regions()
+    regions.add(address, ("pool", length))
+    assert regions.get(address) == ("pool", length)
+    inside = (int.from_bytes(address, "big") ^ other_value) >> (bits - length) == 0
+    assert regions.get(other) == (("pool", length) if inside else None)
+
+
+def ecs_option(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bytes:
+    """ECS option data as a resolver sends it: scope 0, the octets the source prefix needs."""
+    octets = (network.prefixlen + 7) // 8
+    family = 1 if network.version == 4 else 2
+    return bytes((0, family, network.prefixlen, 0)) + network.network_address.packed[:octets]
+
+
+@st.composite
+def client_networks(draw: st.DrawFn) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """Client networks of any length: anywhere, or next to a network the rules or geos name."""
+    six = draw(st.booleans())
+    bits = 128 if six else 32
+    if draw(st.booleans()):
+        near = ("2001:db8:1ab::", "2001:db8:ca::") if six else ("192.0.2.200", "198.51.100.0")
+        base = int(ipaddress.ip_address(draw(st.sampled_from(near))))
+        address = base ^ draw(st.integers(0, 2 ** (bits - 20) - 1))  # same first 20 bits
+    else:
+        address = draw(st.integers(0, 2**bits - 1))
+    prefix = draw(st.integers(1, bits))
+    network = ipaddress.IPv6Network if six else ipaddress.IPv4Network
+    return network((address, prefix), strict=False)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    networks=st.lists(client_networks(), min_size=1, max_size=30),
+    is_sticky=st.booleans(),
+    prefixes=st.tuples(st.sampled_from([0, 20, 24, 32]), st.sampled_from([0, 52, 56, 128])),
+    limit=st.sampled_from([1, 3, 100_000]),
+    down=st.sets(st.sampled_from(["127.0.0.41", "127.0.0.11", "127.0.0.21", "127.0.0.22"])),
+)
+def test_decisions_for_new_client_networks_are_the_rules_decisions(
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network],
+    is_sticky: bool,
+    prefixes: tuple[int, int],
+    limit: int,
+    down: set[str],
+) -> None:
+    """Whatever networks came before (regions learned, tables reset at ``limit``), a client
+    network gets the pool ``match`` picks, the scope it holds for (sticky networks included,
+    never past the source prefix), and the sticky answer of its network."""
+    rec = dataclasses.replace(
+        record(GEO_RECORD.pools, GEO_RECORD.rules, is_sticky=is_sticky),
+        sticky_prefix=StickyPrefix(*prefixes),
+    )
+    serving = lambda t: t.address not in down  # noqa: E731
+    decider = Decider(LOCATOR, serving, random.Random(1), limit=limit)
+    for network in networks:
+        option = ecs_option(network)
+        client = client_from_ecs(option)
+        pool, scope = match(rec, client, LOCATOR)
+        choice = make_choice(rec, *healthy(rec, pool, serving))
+        if choice.fixed is None and is_sticky:
+            key = sticky_key(rec, client)
+            scope = max(scope, key[1])
+            expected: tuple[str, ...] | None = sticky(choice, key)
+        else:
+            expected = choice.fixed  # None: a weighted draw
+        selection, answered, got_scope, reusable = decider.decide(rec, option, "x")
+        assert (answered, got_scope) == (choice.pool, min(scope, network.prefixlen)), network
+        assert reusable == (expected is not None)
+        if expected is not None:
+            assert selection == expected
+        else:
+            assert len(selection) == 1 and selection[0] in choice.values
