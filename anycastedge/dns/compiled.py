@@ -278,6 +278,9 @@ class CompiledZone:
     glue_names: frozenset[bytes] = frozenset()  # their owners: an answer about one leaves it out
     _tails: dict[int, tuple[int, int, bytes, bytes]] = field(default_factory=dict)
     _soas: dict[int, bytes] = field(default_factory=dict)
+    # RRsets the answer engine decoded, by (owner key, type): the apex and the NS hosts come up
+    # in most of its answers (bounded by dns.zone's views).
+    decoded: dict[tuple[bytes, int], RRset] = field(default_factory=dict)
 
     def soa_after(self, qlen: int) -> bytes:
         """The negative SOA RR, owned by the apex within a question name of ``qlen`` octets."""

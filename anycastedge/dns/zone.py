@@ -35,28 +35,35 @@ RRset = dns.rrset.RRset
 NodeRRsets = Mapping[int, RRset]
 
 WILDCARD = b"*"
+DECODED_LIMIT = 10_000  # RRsets the engine's lookups keep decoded per zone
 NS = int(dns.rdatatype.NS)
 SOA = int(dns.rdatatype.SOA)
 
 
 class NodeView(Mapping[Name, NodeRRsets]):
-    """Wire-form nodes seen as dnspython RRsets by owner Name (decoded on each lookup)."""
+    """Wire-form nodes seen as dnspython RRsets by owner Name, each RRset decoded when first
+    asked for and kept in ``decoded`` (the zone's bounded cache of decoded RRsets)."""
 
-    __slots__ = ("_nodes",)
+    __slots__ = ("_nodes", "_decoded")
 
-    def __init__(self, nodes: Mapping[bytes, Node]) -> None:
+    def __init__(self, nodes: Mapping[bytes, Node], decoded: dict[tuple[bytes, int], RRset]):
         self._nodes = nodes
+        self._decoded = decoded
 
     def __getitem__(self, name: Name) -> NodeRRsets:
-        node = self._nodes.get(to_wire(name).lower())
+        key = name_key(name)
+        node = self._nodes.get(key)
         if node is None:
             raise KeyError(name)
-        return {rdtype: decode(name, rdtype, entry) for rdtype, entry in node_types(node).items()}
+        if type(node) is CutNode and node.ns is not None:
+            # Every referral needs the delegation's NS set: decoded once, when the zone was built.
+            self._decoded[(key, NS)] = node.ns
+        return _DecodedNode(name, key, node_types(node), self._decoded)
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, Name):
             return False
-        node = self._nodes.get(to_wire(name).lower())
+        node = self._nodes.get(name_key(name))
         return node is not None and bool(node_types(node))
 
     def __iter__(self) -> Iterator[Name]:
@@ -69,6 +76,48 @@ class NodeView(Mapping[Name, NodeRRsets]):
         return sum(1 for node in self._nodes.values() if node_types(node))
 
 
+def name_key(name: Name) -> bytes:
+    """The lower-cased wire form of an absolute name: the key of its node."""
+    return b"".join([bytes((len(label),)) + label for label in name.labels]).lower()
+
+
+class _DecodedNode(Mapping[int, RRset]):
+    """One node's types; an RRset is decoded on first access."""
+
+    __slots__ = ("_owner", "_key", "_types", "_decoded")
+
+    def __init__(
+        self,
+        owner: Name,
+        key: bytes,
+        types: WireNode,
+        decoded: dict[tuple[bytes, int], RRset],
+    ) -> None:
+        self._owner = owner
+        self._key = key
+        self._types = types
+        self._decoded = decoded
+
+    def __getitem__(self, rdtype: int) -> RRset:
+        entry = self._types[rdtype]
+        rrset = self._decoded.get((self._key, rdtype))
+        if rrset is None:
+            rrset = decode(self._owner, rdtype, entry)
+            if len(self._decoded) >= DECODED_LIMIT:
+                self._decoded.clear()
+            self._decoded[(self._key, rdtype)] = rrset
+        return rrset
+
+    def __contains__(self, rdtype: object) -> bool:
+        return rdtype in self._types
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._types)
+
+    def __len__(self) -> int:
+        return len(self._types)
+
+
 class NameView:
     """Every name that exists in a zone, empty non-terminals included."""
 
@@ -78,7 +127,7 @@ class NameView:
         self._nodes = nodes
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, Name) and to_wire(name).lower() in self._nodes
+        return isinstance(name, Name) and name_key(name) in self._nodes
 
     def __iter__(self) -> Iterator[Name]:
         return (dns.name.from_wire(key, 0)[0] for key in self._nodes)
@@ -107,12 +156,12 @@ class Zone:
     @property
     def nodes(self) -> NodeView:
         """Authoritative data by owner, plus NS/DS at the cuts."""
-        return NodeView(self.compiled.nodes)
+        return NodeView(self.compiled.nodes, self.compiled.decoded)
 
     @property
     def glue(self) -> NodeView:
-        """A/AAAA of names at or below a cut."""
-        return NodeView(self.glue_nodes)
+        """A/AAAA of names at or below a cut (never an owner of ``nodes``: one cache serves)."""
+        return NodeView(self.glue_nodes, self.compiled.decoded)
 
     @property
     def names(self) -> NameView:
@@ -212,7 +261,7 @@ def assemble_zone(
     # What positive answers and referrals add, found by the engine's own rules.
     ns = zone.nodes[origin].get(NS)
     if ns is not None:
-        compiled.ns_rrset = ns
+        compiled.ns_rrset = ns  # also in compiled.decoded, for the engine
         compiled.glue = _addresses(zone, ns)
         compiled.glue_names = frozenset(to_wire(rrset.name).lower() for rrset in compiled.glue)
     for key in cuts:

@@ -19,7 +19,7 @@ from anycastedge.dns.compiled import (
     repoint,
 )
 from anycastedge.dns.wire import Responder, parse_query
-from anycastedge.dns.zone import ZoneSet
+from anycastedge.dns.zone import ZoneSet, name_key
 
 ORIGIN = dns.name.from_text("engine.test.")
 
@@ -145,3 +145,11 @@ def test_fast_path_answers_most_questions(engine_zones: ZoneSet) -> None:
         data = dns.message.make_query(name, "A", id=1).to_wire()
         taken += responder._assemble(data, parse_query(data), False) is not None  # noqa: SLF001
     assert taken == 6
+
+
+@settings(max_examples=300, deadline=None)
+@given(labels=st.lists(st.binary(min_size=1, max_size=20), min_size=0, max_size=6))
+def test_name_key_is_the_lower_cased_wire_form(labels: list[bytes]) -> None:
+    """The views' node key for a Name is its wire form, lower-cased (any octets in labels)."""
+    name = dns.name.Name([*labels, b""])
+    assert name_key(name) == name.to_wire().lower()  # type: ignore[union-attr]
