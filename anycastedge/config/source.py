@@ -54,7 +54,7 @@ _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 class _Marking(SafeConstructor):
     """Mappings become MarkedDicts; duplicate and unhashable keys are errors."""
 
-    def __init__(self, stream: str, name: str) -> None:
+    def __init__(self, stream: str | bytes, name: str) -> None:
         super().__init__(stream)  # type: ignore[call-arg]  # the loader's, which takes a stream
         self.source_name = name  # libyaml's marks do not carry the file name
 
@@ -111,6 +111,14 @@ def read_text(path: Path | str, text: str | None = None) -> str:
         raise ConfigError([Problem(f"cannot read: {exc}", Location(str(path)))]) from None
 
 
+def read_bytes(path: Path | str) -> bytes:
+    """The file's bytes; an unreadable file becomes a ConfigError."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError([Problem(f"cannot read: {exc}", Location(str(path)))]) from None
+
+
 def load_yaml(path: Path | str, text: str | None = None) -> Any:
     """Parse one YAML file; syntax errors become a ConfigError with file:line."""
     name = str(path)
@@ -151,7 +159,7 @@ _CONSTRUCTED = frozenset(
 )
 
 
-def top_level_items(path: Path | str, text: str) -> Iterator[tuple[Any, Any, Location]]:
+def top_level_items(path: Path | str, text: str | bytes) -> Iterator[tuple[Any, Any, Location]]:
     """The top-level mapping of a YAML file, one (key, value, key location) at a time.
 
     Values are what load_yaml would give (MarkedDicts for mappings), built straight from
@@ -159,6 +167,8 @@ def top_level_items(path: Path | str, text: str) -> Iterator[tuple[Any, Any, Loc
     possibly after some items, for anything it does not build itself: not a single mapping,
     syntax errors, duplicate keys, anchors, aliases, tags, merge keys, other scalar types.
     """
+    if isinstance(text, bytes) and text[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise Unusual()  # UTF-16 or 32, which libyaml reads but a zone file is not (UTF-8 only)
     stream = _Events(_FastLoader(text, str(path)))
     try:
         yield from stream.items()

@@ -32,7 +32,7 @@ from anycastedge.config.records import (
     SINGLE_VALUE_TYPES,
     to_wire,
 )
-from anycastedge.config.source import MarkedDict, Unusual, load_yaml, read_text, top_level_items
+from anycastedge.config.source import MarkedDict, Unusual, load_yaml, read_bytes, top_level_items
 from anycastedge.dns.compiled import (
     WireNode,
     below,
@@ -347,9 +347,11 @@ def build_zone(
     origin = zone_name_for(path)
     # Taken before reading: a change made while reading makes the next reload read it again.
     stamp = file_stamp(path, soa_config) if text is None else None
-    text = read_text(path, text)
+    # libyaml reads the bytes itself: decoding a large file first would hold the interpreter
+    # for tens of milliseconds, stalling queries during a reload.
+    source = read_bytes(path) if text is None else text
     try:
-        b = _read(origin, path, top_level_items(path, text))
+        b = _read(origin, path, top_level_items(path, source))
     except Unusual:
         # Anchors, tags, several documents, a syntax error...: the whole-file loader, which
         # reads everything PyYAML reads and words its errors.

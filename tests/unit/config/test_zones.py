@@ -679,3 +679,21 @@ def test_anchors_and_merge_keys_load_as_written_out(tmp_path: Path) -> None:
     assert [(p.message, p.location.line if p.location else 0) for p in errors] == [
         ('invalid IPv4 address "192.0.2.999"', 5)
     ]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"www:\n  type: A\n  value: \xff192.0.2.1\n",  # not UTF-8
+        "www:\n  type: A\n  value: 192.0.2.1\n".encode("utf-16"),  # UTF-16, with its BOM
+    ],
+)
+def test_zone_files_are_utf8(tmp_path: Path, data: bytes) -> None:
+    """A zone file that is not UTF-8 is refused with the file named, as octoDNS refuses it."""
+    path = tmp_path / "a.test.yaml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError) as caught:
+        build_zone(path, SoaConfig())
+    (problem,) = caught.value.problems
+    assert problem.message.startswith("cannot read: 'utf-8' codec can't decode")
+    assert problem.location is not None and problem.location.file == str(path)
