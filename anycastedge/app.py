@@ -14,9 +14,10 @@ from typing import Any
 
 import maxminddb
 from twisted.application import internet, service
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from anycastedge.config.pop import DnsConfig, PopConfig
+from anycastedge.config.pop import DnsConfig, PopConfig, load_pop
 from anycastedge.config.zones import load_zones, zone_files
 from anycastedge.control.http import control_site
 from anycastedge.control.metrics import make_registry
@@ -26,7 +27,8 @@ from anycastedge.dns.server import DnsDatagramProtocol, DnsStreamFactory
 from anycastedge.dns.service import Built, Serials, ZoneService
 from anycastedge.dns.wire import Responder
 from anycastedge.dns.zone import ZoneSet
-from anycastedge.errors import Problem
+from anycastedge.errors import ConfigError, Problem
+from anycastedge.forward.service import ForwardService
 from anycastedge.gslb.checks import GslbChecks
 from anycastedge.gslb.decider import Decider
 from anycastedge.gslb.geo import GeoLocator
@@ -74,6 +76,30 @@ class App:
     service: service.MultiService
     zones: ZoneService
     warnings: tuple[Problem, ...]
+    forward: ForwardService | None
+    config: PopConfig
+
+    def reload(self, trigger: str) -> Deferred[bool]:
+        """What SIGHUP and POST /reload do: pop.yaml's ``forward:`` applied anew (if pop.yaml
+        came from a file and still validates), then the zones reloaded; the zones' outcome."""
+        if self.forward is not None and self.config.source is not None:
+            reload_forward(self.forward, self.config.source)
+        return self.zones.reload(trigger)
+
+
+def reload_forward(forward: ForwardService, source: Path) -> bool:
+    """Apply the ``forward:`` section of pop.yaml as it is now; a broken file changes nothing."""
+    try:
+        config = load_pop(source)
+    except ConfigError as exc:
+        log.error(
+            "pop.yaml rejected, forwarding unchanged:\n{problems}",
+            problems="\n".join(f"- {p}" for p in exc.problems),
+        )
+        return False
+    forward.apply(config.forward)
+    log.info("forwarding configuration applied from {source}", source=str(source))
+    return True
 
 
 def build_app(config: PopConfig, reactor: Any) -> App:
@@ -104,15 +130,37 @@ def build_app(config: PopConfig, reactor: Any) -> App:
     warnings = zones.load()  # raises ConfigError: a server never starts without its zones
     gslb.monitor.setServiceParent(top)
     zones.setServiceParent(top)
+    forward = _forwarding(config, reactor, top)
     stream = DnsStreamFactory(zones, reactor, dns.tcp_idle_timeout, dns.tcp_max_connections)
     for host, port in dns.listen:
         udp = internet.UDPServer(port, DnsDatagramProtocol(zones), interface=host, reactor=reactor)
         udp.setServiceParent(top)
         tcp = internet.TCPServer(port, stream, interface=host, backlog=1024, reactor=reactor)
         tcp.setServiceParent(top)
+    app = App(top, zones, warnings, forward, config)
     if config.control.listen is not None:
-        view = ServerView(config, zones, counters, gslb.monitor, gslb.probed, zones.reload)
+        view = ServerView(
+            config, zones, counters, gslb.monitor, gslb.probed, app.reload, forward=forward
+        )
         host, port = config.control.listen
         site = control_site(view, make_registry(view))
         internet.TCPServer(port, site, interface=host, reactor=reactor).setServiceParent(top)
-    return App(top, zones, warnings)
+    return app
+
+
+def _forwarding(
+    config: PopConfig, reactor: Any, top: service.MultiService
+) -> ForwardService | None:
+    """The forwarding tier and its own health monitor (endpoints count as down until checked)."""
+    if not config.forward.listeners and not config.forward.backends:
+        return None
+    forward: ForwardService
+    monitor = HealthMonitor(
+        reactor,
+        assume_up=False,
+        on_result=lambda target, ok, serving: forward.check_result(target, ok, serving),
+    )
+    forward = ForwardService(config.forward, reactor, monitor.update)
+    monitor.setServiceParent(top)
+    forward.setServiceParent(top)
+    return forward

@@ -86,10 +86,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if len(app.warnings) > SHOWN:
         print(f"... and {len(app.warnings) - SHOWN} more warnings (`anycastedge zone check` lists "
               "them all)", file=sys.stderr)  # fmt: skip
-    top, zones = app.service, app.zones
+    top = app.service
 
     def on_hup(signum: int, frame: Any) -> None:
-        reactor.callFromThread(zones.reload, "SIGHUP")  # type: ignore[attr-defined]
+        reactor.callFromThread(app.reload, "SIGHUP")  # type: ignore[attr-defined]
 
     signal.signal(signal.SIGHUP, on_hup)
     try:

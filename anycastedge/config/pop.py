@@ -12,9 +12,11 @@ import maxminddb
 
 from anycastedge.config.bgp import BgpConfig, read_bgp
 from anycastedge.config.dynamic import geo_code_problems
+from anycastedge.config.forward import read_forward
 from anycastedge.config.reader import Reader, parse_hostport
 from anycastedge.config.source import load_yaml
 from anycastedge.errors import ConfigError, Location, Problem
+from anycastedge.forward.model import ForwardConfig
 
 DEFAULT_CONFIG_PATHS = ("/etc/anycastedge/pop.yaml",)
 HostPort = tuple[str, int]
@@ -75,8 +77,7 @@ class PopConfig:
     dns: DnsConfig = field(default_factory=DnsConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     bgp: BgpConfig = field(default_factory=BgpConfig)
-    # Validated by the forwarding tier when it lands.
-    forward: dict[str, Any] = field(default_factory=dict)
+    forward: ForwardConfig = field(default_factory=ForwardConfig)
     source: Path | None = None
 
 
@@ -204,7 +205,12 @@ def load_pop(path: Path | str) -> PopConfig:
         bgp_r = r.child("bgp")
         bgp = read_bgp(bgp_r, r.location("bgp"))
         bgp_r.finish()
-    forward = r.get("forward", dict, {})
+    taken = {(proto, hp): "dns.listen" for hp in dns.listen for proto in ("udp", "tcp")}
+    if control.listen is not None:
+        taken[("tcp", control.listen)] = "control.listen"
+    forward_r = r.child("forward")
+    forward = read_forward(forward_r, taken)
+    forward_r.finish()
     r.finish()
     if problems:
         raise ConfigError(problems)

@@ -9,6 +9,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from twisted.web import resource, server
 
+from anycastedge.control.forward import forward_status
 from anycastedge.control.gslb import gslb_status
 from anycastedge.control.status import pop_status, status_json
 from anycastedge.control.view import ServerView
@@ -45,6 +46,33 @@ class _Reload(resource.Resource):
 
         self._view.reload("control").addCallback(answer)
         return server.NOT_DONE_YET
+
+
+class _BackendHealth(resource.Resource):
+    """GET /forward/backends/NAME/health: 200 while the backend has an endpoint taking new
+    traffic, 503 when it has none (or there is no such backend: 404)."""
+
+    def __init__(self, view: ServerView) -> None:
+        super().__init__()
+        self._view = view
+
+    def getChild(self, path: bytes, request: server.Request) -> resource.Resource:  # noqa: N802
+        name = path.decode(errors="replace")
+        forward = self._view.forward
+        pool = forward.pools.get(name) if forward is not None else None
+        if pool is None:
+            return resource.NoResource(f"no backend {name!r}")
+        health = resource.Resource()
+
+        def render(request: server.Request) -> bytes:
+            request.setHeader(b"content-type", b"text/plain")
+            if pool.any_up():
+                return b"ok\n"
+            request.setResponseCode(503)
+            return f"backend {name}: no endpoint up\n".encode()
+
+        health.putChild(b"health", _Leaf(render))
+        return health
 
 
 def status_document(view: ServerView) -> dict[str, Any]:
@@ -85,6 +113,7 @@ def status_document(view: ServerView) -> dict[str, Any]:
         },
         "reloads": {"success": reloads.success, "failure": reloads.failure},
         "gslb": gslb_status(view),
+        "forward": forward_status(view.forward) if view.forward is not None else None,
     }
 
 
@@ -106,8 +135,22 @@ def control_site(view: ServerView, registry: CollectorRegistry) -> server.Site:
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
         return generate_latest(registry)
 
+    def forward_health(request: server.Request) -> bytes:
+        # The BGP hook's http check points here: 503 withdraws the POP while a critical backend
+        # has no endpoint to send traffic to (docs/bgp.md).
+        request.setHeader(b"content-type", b"text/plain")
+        down = view.forward.critical_down() if view.forward is not None else []
+        if down:
+            request.setResponseCode(503)
+            return f"critical backends down: {', '.join(down)}\n".encode()
+        return b"ok\n"
+
     root = resource.Resource()
     root.putChild(b"healthz", _Leaf(healthz))
+    forward = resource.Resource()
+    forward.putChild(b"health", _Leaf(forward_health))
+    forward.putChild(b"backends", _BackendHealth(view))
+    root.putChild(b"forward", forward)
     root.putChild(b"status", _Leaf(status))
     root.putChild(b"metrics", _Leaf(metrics))
     root.putChild(b"reload", _Reload(view))

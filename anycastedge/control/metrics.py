@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector
 
 from anycastedge.bgp.decision import ANNOUNCED, DRAINING, WITHDRAWN
 from anycastedge.config.pop import PopConfig
+from anycastedge.control.forward import ForwardCollector
 from anycastedge.control.gslb import GslbCollector
 from anycastedge.control.status import pop_status
 from anycastedge.control.view import ServerView
@@ -149,11 +150,14 @@ class BgpCollector(Collector):
 
 
 def make_registry(view: ServerView) -> CollectorRegistry:
-    """A registry of our own (no process-global state): DNS, GSLB, BGP, build and process."""
+    """A registry of our own (no process-global state): DNS, GSLB, BGP, forwarding, build and
+    process."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(DnsCollector(view))
     registry.register(GslbCollector(view))
     registry.register(BgpCollector(view.config))
     registry.register(BuildCollector())
+    if view.forward is not None:
+        registry.register(ForwardCollector(view.forward))
     ProcessCollector(registry=registry)  # process_cpu_seconds_total, resident memory, open fds
     return registry

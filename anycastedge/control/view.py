@@ -12,6 +12,7 @@ from anycastedge.config.pop import PopConfig
 from anycastedge.dns.counters import DnsCounters
 from anycastedge.dns.service import ReloadLog
 from anycastedge.dns.zone import ZoneSet
+from anycastedge.forward.service import ForwardService
 from anycastedge.gslb.model import DynamicRecord
 from anycastedge.health.check import CheckTarget
 from anycastedge.health.monitor import TargetStatus
@@ -48,6 +49,7 @@ class ServerView:
     checks: Checks
     probed: Callable[[CheckTarget], bool]  # inside dns.check_networks
     reload: Callable[[str], Deferred[bool]]
+    forward: ForwardService | None = None
 
     def dynamic_records(self) -> list[DynamicRecord]:
         """Every dynamic record being served."""

@@ -38,6 +38,10 @@ class Endpoint:
     def __str__(self) -> str:
         return join_hostport(self.host, self.port)
 
+    def host_port(self) -> tuple[str, int]:
+        """The address, without the weight: what identifies an endpoint across reloads."""
+        return self.host, self.port
+
 
 @dataclass(frozen=True, slots=True)
 class Ejection:

@@ -11,7 +11,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from twisted.application.service import Service
@@ -74,11 +74,20 @@ class HealthMonitor(Service):
         probe: Callable[[CheckTarget], ProbeResult] = probe,
         workers: int = 16,
         run_in_thread: bool = True,
+        assume_up: bool = True,
+        on_result: Callable[[CheckTarget, bool, bool], None] | None = None,
     ) -> None:
         """``run_in_thread=False`` (for tests) calls ``probe`` on the reactor thread instead of in
-        the pool; such a test probe may also return a Deferred, to finish when the test says."""
+        the pool; such a test probe may also return a Deferred, to finish when the test says.
+
+        ``assume_up``: a target not checked yet counts as serving (GSLB: a reload never
+        blackholes a name); without it, not until its first passing check (forwarding: fail
+        closed). ``on_result(target, ok, serving)`` hears every result, ``on_change`` changes.
+        """
         self._reactor = reactor
         self._on_change = on_change
+        self._on_result = on_result
+        self._unchecked = UNCHECKED if assume_up else replace(UNCHECKED, serving=False)
         self._probe = probe
         self._workers = workers
         self._run_in_thread = run_in_thread
@@ -91,14 +100,13 @@ class HealthMonitor(Service):
     # --- what the DNS path and /status read
 
     def serving(self, target: CheckTarget) -> bool:
-        """Whether answers may use ``target``: True until a result says otherwise."""
-        slot = self._slots.get(target)
-        return slot is None or slot.status.serving
+        """Whether ``target`` may be used (before its first result: as ``assume_up`` says)."""
+        return self.status(target).serving
 
     def status(self, target: CheckTarget) -> TargetStatus:
-        """The status of ``target``; UNCHECKED for a target the monitor does not know."""
+        """The status of ``target``, the unchecked one for a target the monitor does not know."""
         slot = self._slots.get(target)
-        return UNCHECKED if slot is None else slot.status
+        return self._unchecked if slot is None else slot.status
 
     def statuses(self) -> dict[CheckTarget, TargetStatus]:
         """A snapshot of every wanted target's status."""
@@ -111,7 +119,7 @@ class HealthMonitor(Service):
         wanted = dict.fromkeys(targets)  # ordered and deduplicated: equal targets share one probe
         for target in [t for t in self._slots if t not in wanted]:
             self._forget(self._slots.pop(target))
-        new = [_Slot(target) for target in wanted if target not in self._slots]
+        new = [_Slot(target, self._unchecked) for target in wanted if target not in self._slots]
         for slot in new:
             self._slots[slot.target] = slot
         if self.running:
@@ -220,6 +228,11 @@ class HealthMonitor(Service):
             latency=result.latency,
             checks=old.checks + 1,
         )
+        if self._on_result is not None:
+            try:
+                self._on_result(slot.target, result.ok, serving)
+            except Exception:  # a broken listener must not stop this target's checks
+                log.failure("health on_result callback for {target}", target=str(slot.target))
         if serving == old.serving:
             return
         log.info(

@@ -1,0 +1,175 @@
+"""A backend at run time: which endpoints may take new traffic, and which one gets it.
+
+Pure bookkeeping, no I/O: the listeners report connects and failures, the health monitor reports
+check results, and the pool keeps health, passive ejection (Envoy's outlier detection:
+consecutive connect failures eject an endpoint for base_time times the number of its ejections,
+capped; never more than max_percent of the backend; a passing active check brings it back), slow
+start, and the load the balancer reads.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from anycastedge.forward.balance import make_balancer
+from anycastedge.forward.model import Backend, Endpoint
+
+EWMA_WEIGHT = 0.3  # of the newest connect time in least_time's moving average
+
+
+@dataclass(slots=True)
+class EndpointStats:
+    """One endpoint's state and counters; kept across reloads while the endpoint stays."""
+
+    endpoint: Endpoint
+    up: bool = False  # as the active check last said; False until its first passing check
+    up_since: float = float("-inf")  # when it came back up (slow start; not its first time)
+    was_up: bool = False
+    active: int = 0  # connections or flows now
+    connect_time: float | None = None  # moving average, seconds
+    failures: int = 0  # consecutive connect failures
+    ejected_until: float = 0.0
+    ejections: int = 0  # times ejected (the multiplier of base_time)
+    connections: int = 0  # counters, for /metrics
+    connect_failures: int = 0
+    bytes_in: int = 0  # from the client towards the endpoint
+    bytes_out: int = 0
+
+
+@dataclass(slots=True)
+class Pool:
+    """One backend's endpoints, their state, and its balancer."""
+
+    backend: Backend
+    clock: Callable[[], float]
+    stats: list[EndpointStats]
+    rnd: random.Random = field(default_factory=random.Random)
+    refused: int = 0  # new connections or flows refused: no endpoint could take them
+    _balancer: object = None
+    _usable: tuple[int, ...] | None = None  # None: to be worked out again
+    _until: float = 0.0  # the cached usable set holds until then (an ejection or ramp ends)
+
+    def __post_init__(self) -> None:
+        self._balancer = make_balancer(self.backend, self.rnd)
+
+    @classmethod
+    def build(
+        cls, backend: Backend, clock: Callable[[], float], previous: Pool | None = None
+    ) -> Pool:
+        """A pool for ``backend``, keeping the state of endpoints ``previous`` already had."""
+        old = {s.endpoint.host_port(): s for s in previous.stats} if previous else {}
+        stats = []
+        for endpoint in backend.endpoints:
+            kept = old.get(endpoint.host_port())
+            if kept is None:
+                stats.append(EndpointStats(endpoint))
+            else:
+                kept.endpoint = endpoint  # a new weight
+                stats.append(kept)
+        return cls(backend, clock, stats)
+
+    # --- what the balancer reads
+
+    @property
+    def active(self) -> list[int]:
+        """Connections (or flows) per endpoint now."""
+        return [s.active for s in self.stats]
+
+    @property
+    def connect_time(self) -> list[float | None]:
+        """Moving average of connect time per endpoint."""
+        return [s.connect_time for s in self.stats]
+
+    @property
+    def weight(self) -> list[float]:
+        """Effective weight per endpoint: its weight, ramped up during slow start."""
+        now = self.clock()
+        ramp = self.backend.slow_start
+        out = []
+        for s in self.stats:
+            weight = float(s.endpoint.weight)
+            if ramp and now - s.up_since < ramp:
+                weight *= max(now - s.up_since, ramp / 10) / ramp
+            out.append(weight)
+        return out
+
+    # --- choosing
+
+    def usable(self) -> tuple[int, ...]:
+        """Endpoints that may take new traffic: up, weighted, not ejected."""
+        now = self.clock()
+        if self._usable is None or now >= self._until:
+            until = float("inf")
+            usable = []
+            for i, s in enumerate(self.stats):
+                if s.ejected_until > now:
+                    until = min(until, s.ejected_until)
+                    continue
+                if s.up and s.endpoint.weight > 0:
+                    usable.append(i)
+                    if self.backend.slow_start and now - s.up_since < self.backend.slow_start:
+                        until = min(until, s.up_since + self.backend.slow_start)
+            self._usable, self._until = tuple(usable), until
+        return self._usable
+
+    def pick(self, key: bytes, exclude: frozenset[int] = frozenset()) -> int | None:
+        """The endpoint for a new connection from client ``key`` (None: none can take it)."""
+        usable = self.usable()
+        if exclude:
+            usable = tuple(i for i in usable if i not in exclude)
+        if not usable:
+            return None
+        return self._balancer.pick(key, usable, self)  # type: ignore[attr-defined]
+
+    def any_up(self) -> bool:
+        """Whether some endpoint may take new traffic."""
+        return bool(self.usable())
+
+    # --- what the listeners and the health monitor report
+
+    def connected(self, index: int, seconds: float) -> None:
+        """A connect to endpoint ``index`` succeeded after ``seconds``."""
+        s = self.stats[index]
+        s.failures = 0
+        s.connections += 1
+        old = s.connect_time
+        s.connect_time = seconds if old is None else old + EWMA_WEIGHT * (seconds - old)
+
+    def connect_failed(self, index: int) -> None:
+        """A connect to endpoint ``index`` failed: eject it after enough in a row."""
+        s = self.stats[index]
+        s.failures += 1
+        s.connect_failures += 1
+        rule = self.backend.ejection
+        if not rule.consecutive_failures or s.failures < rule.consecutive_failures:
+            return
+        now = self.clock()
+        if s.ejected_until > now:
+            return
+        ejected = sum(1 for o in self.stats if o.ejected_until > now)
+        if (ejected + 1) * 100 > rule.max_percent * len(self.stats):
+            return  # ejecting it too would leave less of the backend than allowed
+        s.ejections += 1
+        s.ejected_until = now + min(rule.base_time * s.ejections, rule.max_time)
+        s.failures = 0
+        self._usable = None
+
+    def check_result(self, index: int, ok: bool, serving: bool) -> None:
+        """An active check of endpoint ``index`` passed (``ok``) or not; ``serving``: its state
+        after rise and fall."""
+        s = self.stats[index]
+        if ok and s.ejected_until:
+            s.ejected_until = 0.0  # a passing active check brings an ejected endpoint back
+            self._usable = None
+        if serving != s.up:
+            s.up = serving
+            if serving and s.was_up:
+                s.up_since = self.clock()  # back after being down: slow start
+            s.was_up = s.was_up or serving
+            self._usable = None
+
+    def is_ejected(self, index: int) -> bool:
+        """Whether endpoint ``index`` is ejected now."""
+        return self.stats[index].ejected_until > self.clock()

@@ -1,0 +1,146 @@
+"""The forwarding tier as a Twisted service: listeners, the backends' pools, their checks.
+
+``apply`` takes a (new) ForwardConfig: listeners are added, removed, or rebound when their
+address or protocol changed, and otherwise keep their socket and connections; pools are rebuilt
+keeping the state of endpoints that stay, so connections open through them keep being counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application import service
+from twisted.logger import Logger
+
+from anycastedge.forward.model import Backend, ForwardConfig, Listener
+from anycastedge.forward.pool import Pool
+from anycastedge.forward.tcp import TcpListener
+from anycastedge.forward.udp import UdpListener
+from anycastedge.health.check import CheckTarget
+
+log = Logger()
+
+
+def check_target(backend: Backend, index: int) -> CheckTarget:
+    """What the health monitor probes for endpoint ``index`` of ``backend``."""
+    endpoint = backend.endpoints[index]
+    port = backend.check_port or endpoint.port
+    return CheckTarget(endpoint.host, dataclasses.replace(backend.healthcheck, port=port))
+
+
+class Running:
+    """One listener's socket and the protocol object behind it."""
+
+    __slots__ = ("listener", "handler", "port")
+
+    def __init__(self, listener: Listener, handler: TcpListener | UdpListener, port: Any):
+        self.listener, self.handler, self.port = listener, handler, port
+
+
+class ForwardService(service.Service):
+    """Runs the listeners of a ForwardConfig and keeps its pools' health up to date."""
+
+    def __init__(
+        self,
+        config: ForwardConfig,
+        reactor: Any,
+        update_checks: Callable[[list[CheckTarget]], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.reactor = reactor
+        self.clock = clock
+        self.config = ForwardConfig()
+        self.pools: dict[str, Pool] = {}
+        self.active: dict[str, Running] = {}  # by listener name
+        self._update_checks = update_checks
+        self._targets: dict[CheckTarget, list[tuple[str, int]]] = {}
+        self.apply(config)
+
+    # --- configuration
+
+    def apply(self, config: ForwardConfig) -> None:
+        """Serve ``config`` from now on, without dropping what it leaves unchanged."""
+        self.pools = {
+            b.name: Pool.build(b, self.clock, self.pools.get(b.name)) for b in config.backends
+        }
+        targets: dict[CheckTarget, list[tuple[str, int]]] = {}
+        for backend in config.backends:
+            for i in range(len(backend.endpoints)):
+                targets.setdefault(check_target(backend, i), []).append((backend.name, i))
+        self._targets = targets
+        self.config = config
+        if self.running:
+            self._relisten()
+        self._update_checks(list(targets))
+        # A target already checked keeps its state in the monitor; its pools learn it at the
+        # next result. An endpoint kept across the reload kept its state in the pool too.
+
+    def _relisten(self) -> None:
+        new = {listener.name: listener for listener in self.config.listeners}
+        for name in [n for n in self.active if n not in new]:
+            self._stop(name)
+        for name, listener in new.items():
+            current = self.active.get(name)
+            if current is not None and (
+                (current.listener.host, current.listener.port, current.listener.protocol)
+                == (listener.host, listener.port, listener.protocol)
+            ):
+                current.listener = listener
+                current.handler.listener = listener
+                continue
+            if current is not None:
+                self._stop(name)
+            self._start(listener)
+
+    def _start(self, listener: Listener) -> None:
+        def pool() -> Pool:
+            return self.pools[listener.backend]
+
+        handler: TcpListener | UdpListener
+        if listener.protocol == "udp":
+            handler = UdpListener(listener, pool, self.reactor)
+            port = self.reactor.listenUDP(listener.port, handler, interface=listener.host)
+        else:
+            handler = TcpListener(listener, pool, self.reactor)
+            port = self.reactor.listenTCP(
+                listener.port, handler, backlog=1024, interface=listener.host
+            )
+        self.active[listener.name] = Running(listener, handler, port)
+        log.info("forward listener {name} on {bind}/{proto} -> backend {backend}",
+                 name=listener.name, bind=listener.bind, proto=listener.protocol,
+                 backend=listener.backend)  # fmt: skip
+
+    def _stop(self, name: str) -> None:
+        running = self.active.pop(name)
+        # Stops accepting; connections already open run on until they close.
+        running.port.stopListening()
+
+    # --- health
+
+    def check_result(self, target: CheckTarget, ok: bool, serving: bool) -> None:
+        """A health monitor result for ``target``: tell every pool endpoint it stands for."""
+        for backend, index in self._targets.get(target, ()):
+            pool = self.pools.get(backend)
+            if pool is not None:
+                pool.check_result(index, ok, serving)
+
+    def critical_down(self) -> list[str]:
+        """Critical backends with no endpoint able to take new traffic."""
+        return [
+            name for name, pool in self.pools.items() if pool.backend.critical and not pool.any_up()
+        ]
+
+    # --- the service
+
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        for listener in self.config.listeners:
+            self._start(listener)
+
+    def stopService(self) -> None:  # noqa: N802
+        super().stopService()
+        for name in list(self.active):
+            self._stop(name)
