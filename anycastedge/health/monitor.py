@@ -157,7 +157,10 @@ class HealthMonitor(Service):
         """Start ``slots`` now, their first checks spread over the interval instead of one burst."""
         now = self._reactor.seconds()
         for i, slot in enumerate(slots):
-            slot.due = now + i * self._interval(slot) / len(slots)
+            spread = self._interval(slot)
+            if not self._unchecked.serving:
+                spread = min(spread, 1.0)  # unusable until checked: check them all soon
+            slot.due = now + i * spread / len(slots)
             slot.call = self._reactor.callLater(slot.due - now, self._round, slot)
 
     def _forget(self, slot: _Slot) -> None:

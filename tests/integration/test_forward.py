@@ -1,0 +1,472 @@
+"""The L4 forwarding tier over real loopback sockets: `anycastedge serve` with a forward: section
+in front of echo endpoints run by the test."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.procs import free_port
+from tests.support.server import ServerHandle, copy_repo_zones, running_server, wait_for
+
+POLL = 20.0  # bound of every wait in this file
+HOST = "127.0.0.1"
+
+
+# --- endpoints run by the test ----------------------------------------------------------------
+
+
+@dataclass
+class Endpoint:
+    """A TCP server on loopback with a per-connection handler; counts connections."""
+
+    handler: Any
+    port: int = 0
+    connections: int = 0
+    received: list[bytes] = field(default_factory=list)
+    sock: socket.socket | None = None
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> Endpoint:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((HOST, self.port))
+        sock.listen(128)
+        self.port = sock.getsockname()[1]
+        self.sock = sock
+        thread = threading.Thread(target=self._accept, args=(sock,), daemon=True)
+        thread.start()
+        return self
+
+    def _accept(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return  # stopped
+            self.connections += 1
+            conn.settimeout(POLL)
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            thread.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), conn:
+            self.handler(self, conn)
+
+    def stop(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+def echo(endpoint: Endpoint, conn: socket.socket) -> None:
+    """Echo; a connection that carried data is recorded (health checks carry none)."""
+    got = b""
+    while data := conn.recv(65536):
+        got += data
+        conn.sendall(data)
+    if got:
+        endpoint.received.append(got)
+
+
+def recv_all(sock: socket.socket, limit: int = 1 << 20) -> bytes:
+    """Everything until EOF (bounded)."""
+    out = b""
+    while len(out) < limit:
+        data = sock.recv(65536)
+        if not data:
+            break
+        out += data
+    return out
+
+
+@dataclass
+class Pop:
+    server: ServerHandle
+    ports: dict[str, int]
+    config: Path
+
+    def status(self) -> dict[str, Any]:
+        forward = self.server.status()["forward"]
+        assert forward is not None
+        return forward
+
+    def endpoint(self, backend: str, port: int) -> dict[str, Any]:
+        for b in self.status()["backends"]:
+            if b["name"] == backend:
+                for e in b["endpoints"]:
+                    if e["address"] == f"{HOST}:{port}":
+                        return e  # type: ignore[no-any-return]
+        raise KeyError((backend, port))
+
+    def connect(self, listener: str) -> socket.socket:
+        return socket.create_connection((HOST, self.ports[listener]), timeout=POLL)
+
+
+def free_ports(n: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < n:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+def listener_ports(*names: str) -> dict[str, int]:
+    """A fresh loopback port for each listener."""
+    return dict(zip(names, free_ports(len(names)), strict=True))
+
+
+def write_config(tmp_path: Path, forward: str) -> Path:
+    config = tmp_path / "pop.yaml"
+    config.write_text(
+        f"pop: fw\nstate_dir: {tmp_path / 'state'}\ndns:\n  watch_interval: 0\n{forward}"
+    )
+    return config
+
+
+@contextlib.contextmanager
+def pop(tmp_path: Path, forward: str, ports: dict[str, int]) -> Iterator[Pop]:
+    """serve with pop.yaml's ``forward:`` section as given, its listeners on ``ports``."""
+    config = write_config(tmp_path, forward)
+    zones = copy_repo_zones(tmp_path / "zones")
+    with running_server(zones, config=config) as server:
+        yield Pop(server, ports, config)
+
+
+def backends_up(p: Pop, *backends: str) -> None:
+    """Wait until every endpoint of ``backends`` has passed its first check."""
+
+    def ready() -> bool:
+        return all(
+            e["up"] for b in p.status()["backends"] if b["name"] in backends for e in b["endpoints"]
+        )
+
+    wait_for(ready, POLL, f"endpoints of {backends} up")
+
+
+# --- TCP --------------------------------------------------------------------------------------
+
+
+def test_round_robin_then_active_check_takes_a_dead_endpoint_out(tmp_path: Path) -> None:
+    """Connections alternate between two endpoints; once one dies and its check says so (fall),
+    no connection goes to it, and none fails."""
+    a, b = Endpoint(echo).start(), Endpoint(echo).start()
+    ports = listener_ports("web")
+    forward = f"""forward:
+  listeners:
+    web: {{bind: "127.0.0.1:{ports['web']}", protocol: tcp, backend: web}}
+  backends:
+    web:
+      healthcheck: {{kind: tcp, interval: 0.2, timeout: 0.2, fall: 2}}
+      ejection: {{consecutive_failures: 0}}
+      endpoints: [{{address: "127.0.0.1:{a.port}"}}, {{address: "127.0.0.1:{b.port}"}}]
+"""
+    with pop(tmp_path, forward, ports) as p:
+        backends_up(p, "web")
+        for i in range(10):
+            with p.connect("web") as c:
+                c.sendall(b"x%d" % i)
+                assert c.recv(100) == b"x%d" % i
+        wait_for(lambda: len(a.received) + len(b.received) == 10, POLL, "ten clients served")
+        assert (len(a.received), len(b.received)) == (5, 5)
+        a.stop()
+        wait_for(lambda: not p.endpoint("web", a.port)["up"], POLL, "the dead endpoint down")
+        failures = p.endpoint("web", a.port)["connect_failures"]
+        for _ in range(6):
+            with p.connect("web") as c:
+                c.sendall(b"y")
+                assert c.recv(10) == b"y"
+        assert p.endpoint("web", a.port)["connect_failures"] == failures  # none sent to it
+        wait_for(lambda: len(b.received) == 11, POLL, "six more clients at the live endpoint")
+    b.stop()
+
+
+def test_connect_failures_are_retried_and_eject_before_the_check_notices(tmp_path: Path) -> None:
+    """A dead endpoint whose check is far off: each client is still served (retried on the
+    other endpoint), and after consecutive_failures the endpoint is ejected."""
+    a, b = Endpoint(echo).start(), Endpoint(echo).start()
+    ports = listener_ports("web")
+    forward = f"""forward:
+  listeners:
+    web: {{bind: "127.0.0.1:{ports['web']}", protocol: tcp, backend: web}}
+  backends:
+    web:
+      healthcheck: {{kind: tcp, interval: 3600}}
+      ejection: {{consecutive_failures: 2, base_time: 600}}
+      endpoints: [{{address: "127.0.0.1:{a.port}"}}, {{address: "127.0.0.1:{b.port}"}}]
+"""
+    with pop(tmp_path, forward, ports) as p:
+        backends_up(p, "web")
+        a.stop()
+        for i in range(8):
+            with p.connect("web") as c:
+                c.sendall(b"z%d" % i)
+                assert c.recv(10) == b"z%d" % i
+        dead = p.endpoint("web", a.port)
+        assert dead["ejected"] and dead["up"] and dead["connect_failures"] == 2
+        assert p.server.metric(
+            "anycastedge_forward_endpoint_ejections_total", backend="web",
+            endpoint=f"{HOST}:{a.port}",
+        ) == 1  # fmt: skip
+    b.stop()
+
+
+def test_no_endpoint_up_refuses_at_once(tmp_path: Path) -> None:
+    """Every endpoint down: a new connection is closed right away (no hanging connect), and
+    counted; /forward/backends/NAME/health says 503."""
+    dead_port = free_port()
+    ports = listener_ports("web")
+    forward = f"""forward:
+  listeners:
+    web: {{bind: "127.0.0.1:{ports['web']}", protocol: tcp, backend: web}}
+  backends:
+    web:
+      healthcheck: {{kind: tcp, interval: 0.2, timeout: 0.2}}
+      endpoints: [{{address: "127.0.0.1:{dead_port}"}}]
+"""
+    with pop(tmp_path, forward, ports) as p:
+        wait_for(lambda: p.endpoint("web", dead_port)["up"] is False, POLL, "a first check")
+        with p.connect("web") as c:
+            c.settimeout(2.0)
+            assert c.recv(10) == b""  # closed by the listener, not left waiting
+        assert p.status()["backends"][0]["refused"] == 1
+        assert p.server.http_get("/forward/backends/web/health")[0] == 503
+        assert p.server.http_get("/forward/backends/nope/health")[0] == 404
+
+
+def test_half_close_passes_both_ways(tmp_path: Path) -> None:
+    """A client FIN reaches the endpoint while its reply still flows back; an endpoint FIN
+    reaches the client while the client's data still flows in."""
+
+    def reply_after_eof(endpoint: Endpoint, conn: socket.socket) -> None:
+        data = recv_all(conn)
+        endpoint.received.append(data)
+        conn.sendall(b"got %d" % len(data))
+
+    def speak_first(endpoint: Endpoint, conn: socket.socket) -> None:
+        conn.sendall(b"hello")
+        conn.shutdown(socket.SHUT_WR)
+        endpoint.received.append(recv_all(conn))
+
+    first, second = Endpoint(reply_after_eof).start(), Endpoint(speak_first).start()
+    ports = listener_ports("one", "two")
+    forward = f"""forward:
+  listeners:
+    one: {{bind: "127.0.0.1:{ports['one']}", protocol: tcp, backend: one}}
+    two: {{bind: "127.0.0.1:{ports['two']}", protocol: tcp, backend: two}}
+  backends:
+    one: {{healthcheck: {{interval: 0.2}}, endpoints: [{{address: "127.0.0.1:{first.port}"}}]}}
+    two: {{healthcheck: {{interval: 0.2}}, endpoints: [{{address: "127.0.0.1:{second.port}"}}]}}
+"""
+    with pop(tmp_path, forward, ports) as p:
+        backends_up(p, "one", "two")
+        with p.connect("one") as c:
+            c.sendall(b"a" * 100_000)
+            c.shutdown(socket.SHUT_WR)
+            assert recv_all(c) == b"got 100000"
+        with p.connect("two") as c:
+            assert recv_all(c) == b"hello"  # the endpoint's FIN arrived...
+            c.sendall(b"still here")  # ...and this direction still works
+            c.shutdown(socket.SHUT_WR)
+            wait_for(lambda: second.received == [b"still here"], POLL, "the late bytes")
+    first.stop()
+    second.stop()
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def test_multi_gib_transfer_to_a_slow_reader_keeps_memory_bounded(tmp_path: Path) -> None:
+    """2 GiB from an endpoint to a client that stops reading for a while: the proxy's memory
+    stays bounded (backpressure), and every byte arrives."""
+    total = 2 << 30
+    chunk = bytes(1 << 20)
+
+    def send_lots(endpoint: Endpoint, conn: socket.socket) -> None:
+        sent = 0
+        while sent < total:
+            conn.sendall(chunk)
+            sent += len(chunk)
+
+    source = Endpoint(send_lots).start()
+    ports = listener_ports("bulk")
+    forward = f"""forward:
+  listeners:
+    bulk: {{bind: "127.0.0.1:{ports['bulk']}", protocol: tcp, backend: bulk}}
+  backends:
+    bulk: {{healthcheck: {{interval: 0.2}}, endpoints: [{{address: "127.0.0.1:{source.port}"}}]}}
+"""
+    with pop(tmp_path, forward, ports) as p:
+        backends_up(p, "bulk")
+        before = rss_kib(p.server.pid)
+        with p.connect("bulk") as c:
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+            # Not reading: the proxy must stop reading from the endpoint (backpressure) once
+            # the socket buffers are full, so the bytes it forwarded stop growing.
+            seen: list[int] = []
+
+            def stalled_out() -> bool:
+                seen.append(p.endpoint("bulk", source.port)["bytes_out"])
+                return len(seen) >= 5 and seen[-1] == seen[-5] > 0
+
+            wait_for(stalled_out, POLL, "the transfer to stall")
+            stalled = rss_kib(p.server.pid)
+            assert seen[-1] < total // 8  # it did stall, far short of the whole
+            buffer = bytearray(1 << 20)
+            received = 0
+            deadline = time.monotonic() + 120
+            while received < total and time.monotonic() < deadline:
+                n = c.recv_into(buffer)
+                if not n:
+                    break
+                received += n
+        assert received == total
+        assert stalled - before < 64 * 1024, (before, stalled)
+    source.stop()
+
+
+# --- UDP --------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def udp_echo(tag: bytes) -> Iterator[int]:
+    """A UDP endpoint answering each datagram with ``tag`` + the datagram; yields its port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((HOST, 0))
+    sock.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                data, addr = sock.recvfrom(65536)
+            except TimeoutError:
+                continue
+            sock.sendto(tag + data, addr)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        sock.close()
+
+
+def exchange(sock: socket.socket, port: int, payload: bytes) -> bytes:
+    sock.sendto(payload, (HOST, port))
+    data, _ = sock.recvfrom(65536)
+    return data
+
+
+def test_udp_flows_from_many_clients_and_per_packet_balancing(tmp_path: Path) -> None:
+    """Eight clients at once each get their own replies back from the listener's address; a
+    flow sticks to one endpoint, while a per_packet listener spreads one client's datagrams."""
+    a, b = Endpoint(echo).start(), Endpoint(echo).start()  # TCP ports the checks connect to
+    ports = listener_ports("flows", "each")
+    with udp_echo(b"A:") as ua, udp_echo(b"B:") as ub:
+        forward = f"""forward:
+  listeners:
+    flows: {{bind: "127.0.0.1:{ports['flows']}", protocol: udp, backend: dns}}
+    each: {{bind: "127.0.0.1:{ports['each']}", protocol: udp, backend: dns2, per_packet: true}}
+  backends:
+    dns:
+      healthcheck: {{kind: tcp, port: {a.port}, interval: 0.2}}
+      endpoints: [{{address: "127.0.0.1:{ua}"}}, {{address: "127.0.0.1:{ub}"}}]
+    dns2:
+      healthcheck: {{kind: tcp, port: {b.port}, interval: 0.2}}
+      endpoints: [{{address: "127.0.0.1:{ua}"}}, {{address: "127.0.0.1:{ub}"}}]
+"""
+        with pop(tmp_path, forward, ports) as p:
+            backends_up(p, "dns", "dns2")
+            clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(8)]
+            results: dict[int, set[bytes]] = {}
+
+            def run(n: int, sock: socket.socket) -> None:
+                sock.settimeout(5)
+                tags = set()
+                for i in range(20):
+                    reply = exchange(sock, ports["flows"], b"c%d-%d" % (n, i))
+                    assert reply[2:] == b"c%d-%d" % (n, i)
+                    tags.add(reply[:2])
+                results[n] = tags
+
+            threads = [threading.Thread(target=run, args=(n, s)) for n, s in enumerate(clients)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=POLL)
+            assert sorted(results) == list(range(8))
+            assert all(len(tags) == 1 for tags in results.values())  # one endpoint per flow
+            assert set().union(*results.values()) == {b"A:", b"B:"}  # flows spread over both
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as one:
+                one.settimeout(5)
+                tags = {exchange(one, ports["each"], b"q%d" % i)[:2] for i in range(10)}
+                assert tags == {b"A:", b"B:"}
+            listeners = {entry["name"]: entry for entry in p.status()["listeners"]}
+            assert listeners["flows"]["flows"] == 8 and listeners["flows"]["datagrams"] == 160
+            for s in clients:
+                s.close()
+    a.stop()
+    b.stop()
+
+
+# --- reload -----------------------------------------------------------------------------------
+
+
+def test_reload_changes_listeners_without_dropping_open_connections(tmp_path: Path) -> None:
+    """SIGHUP with a changed forward: a new listener starts, a removed one stops accepting,
+    endpoints change; connections open through unchanged and removed listeners keep working."""
+    a, b = Endpoint(echo).start(), Endpoint(echo).start()
+    ports = listener_ports("keep", "gone", "new")
+
+    def section(listeners: list[str], endpoint: Endpoint) -> str:
+        lines = "".join(
+            f'    {name}: {{bind: "127.0.0.1:{ports[name]}", protocol: tcp, backend: web}}\n'
+            for name in listeners
+        )
+        return (
+            f"forward:\n  listeners:\n{lines}  backends:\n    web:\n"
+            f"      healthcheck: {{interval: 0.2}}\n"
+            f'      endpoints: [{{address: "127.0.0.1:{endpoint.port}"}}]\n'
+        )
+
+    with pop(tmp_path, section(["keep", "gone"], a), ports) as p:
+        backends_up(p, "web")
+        kept, going = p.connect("keep"), p.connect("gone")
+        for c in (kept, going):
+            c.sendall(b"before")
+            assert c.recv(100) == b"before"
+        write_config(tmp_path, section(["keep", "new"], b))
+        p.server.sighup()
+        wait_for(
+            lambda: {e["name"] for e in p.status()["listeners"]} == {"keep", "new"},
+            POLL,
+            "the new listeners",
+        )
+        backends_up(p, "web")
+        for c in (kept, going):  # still connected to endpoint a
+            c.sendall(b"after")
+            assert c.recv(100) == b"after"
+        with p.connect("new") as c:
+            c.sendall(b"fresh")
+            assert c.recv(100) == b"fresh"
+        wait_for(lambda: b"fresh" in b.received, POLL, "the new endpoint used")
+        with pytest.raises(OSError):
+            socket.create_connection((HOST, ports["gone"]), timeout=2).close()
+        kept.close()
+        going.close()
+    a.stop()
+    b.stop()
