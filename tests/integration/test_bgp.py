@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,7 +49,10 @@ class Lab:
         )
 
 
-def write_pop(directory: Path, bgp_port: int, dns_port: int, control_port: int) -> Path:
+def write_pop(
+    directory: Path, bgp_port: int, dns_port: int, control_port: int, extra: str = ""
+) -> Path:
+    """pop.yaml for the lab; ``extra`` is appended (more checks must follow ``checks:``)."""
     zones = copy_repo_zones(directory / "zones")
     path = directory / "pop.yaml"
     path.write_text(
@@ -76,16 +80,16 @@ bgp:
     timeout: 0.5
     checks:
       - {{kind: dns, server: "127.0.0.1:{dns_port}", name: example.com., type: SOA}}
-"""
+{extra}"""
     )
     return path
 
 
 @contextmanager
-def lab(tmp_path: Path) -> Iterator[Lab]:
+def lab(tmp_path: Path, extra: str = "", control_port: int | None = None) -> Iterator[Lab]:
     with BirdRouter() as router:
-        dns_port, control_port = free_port(), free_port()
-        pop_yaml = write_pop(tmp_path, router.port, dns_port, control_port)
+        dns_port, control_port = free_port(), control_port or free_port()
+        pop_yaml = write_pop(tmp_path, router.port, dns_port, control_port, extra)
         conf = tmp_path / "exabgp.conf"
         rendered = subprocess.run(
             [sys.executable, "-m", "anycastedge", "bgp", "render", "-c", str(pop_yaml)]
@@ -274,3 +278,34 @@ def test_sigterm_to_exabgp_leaves_no_hook(tmp_path: Path) -> None:
             lambda: not any(Path(f"/proc/{pid}").exists() for pid in hooks), 10, "the hook to exit"
         )
         pod.router.wait_gone(PREFIX, 30)
+
+
+def test_pop_with_its_critical_backend_down_is_withdrawn(tmp_path: Path) -> None:
+    """The hook's http check on /forward/health: while the critical backend's only endpoint is
+    down the POP is withdrawn, and announced again once it is back."""
+    backend = socket.socket()
+    backend.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    backend.bind(("127.0.0.1", 0))
+    backend.listen(16)
+    port = backend.getsockname()[1]
+    control = free_port()
+    extra = f"""      - {{kind: http, url: "http://127.0.0.1:{control}/forward/health"}}
+forward:
+  backends:
+    app:
+      critical: true
+      healthcheck: {{kind: tcp, interval: 0.2, timeout: 0.2, rise: 1, fall: 1}}
+      endpoints: [{{address: "127.0.0.1:{port}"}}]
+"""
+    with lab(tmp_path, extra, control) as pod:
+        pod.router.wait_route(PREFIX, SETTLE, med=100)
+        backend.close()  # the endpoint goes away: its check fails, the backend has none up
+        pod.router.wait_gone(PREFIX, DETECTION + 1.0)
+        revived = socket.socket()
+        revived.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        revived.bind(("127.0.0.1", port))
+        revived.listen(16)
+        try:
+            pod.router.wait_route(PREFIX, SETTLE, med=100)
+        finally:
+            revived.close()
