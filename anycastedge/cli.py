@@ -164,6 +164,22 @@ def cmd_zone_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forward_check(args: argparse.Namespace) -> int:
+    """Validate pop.yaml (its forward: section with the rest); print what it would forward."""
+    config = _pop_config(args)  # a ConfigError is printed by main, with every problem
+    forward = config.forward
+    for lst in forward.listeners:
+        print(f"listener {lst.name}: {lst.bind}/{lst.protocol} -> {lst.backend}")
+    for backend in forward.backends:
+        endpoints = ", ".join(f"{e} w{e.weight}" for e in backend.endpoints)
+        check = backend.healthcheck
+        flags = " critical" if backend.critical else ""
+        print(f"backend {backend.name}: {backend.balance}, {check.protocol.lower()} check every "
+              f"{check.interval:g}s{flags}: {endpoints}")  # fmt: skip
+    print(f"{len(forward.listeners)} listener(s), {len(forward.backends)} backend(s) OK")
+    return 0
+
+
 def _pop_config_path(args: argparse.Namespace) -> Path:
     path = _config_path(args.config)
     if path is None:
@@ -302,6 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
     hook = bgp.add_parser("hook", help="run as ExaBGP's API process")
     hook.add_argument("-c", "--config")
     hook.set_defaults(func=cmd_bgp_hook)
+
+    fwd = sub.add_parser("forward", help="the forwarding tier").add_subparsers(
+        dest="forward_cmd", required=True
+    )
+    fcheck = fwd.add_parser("check", help="validate pop.yaml's forward: without starting anything")
+    fcheck.add_argument("-c", "--config")
+    fcheck.set_defaults(func=cmd_forward_check)
 
     pop = sub.add_parser("pop", help="maintenance of this POP").add_subparsers(
         dest="pop_cmd", required=True

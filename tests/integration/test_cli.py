@@ -541,3 +541,32 @@ def test_bgp_render_portable_names_no_path_of_this_machine(tmp_path: Path) -> No
     assert default.returncode == 0, default.stderr
     run = f"    run {sys.executable} -m anycastedge bgp hook -c {path.resolve()};"
     assert run in default.stdout
+
+
+def test_forward_check_prints_what_it_would_forward_or_every_problem(tmp_path: Path) -> None:
+    """`forward check` exits 0 with a summary for a valid pop.yaml, 1 with every problem (and
+    its line) for a broken one, starting nothing."""
+    path = tmp_path / "pop.yaml"
+    path.write_text(
+        "pop: t\nforward:\n  listeners:\n"
+        '    web: {bind: "127.0.0.1:8080", protocol: tcp, backend: web}\n'
+        "  backends:\n"
+        '    web: {balance: maglev, endpoints: [{address: "127.0.0.1:8081", weight: 2}]}\n'
+    )
+    ok = anycastedge("forward", "check", "-c", str(path))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines() == [
+        "listener web: 127.0.0.1:8080/tcp -> web",
+        "backend web: maglev, tcp check every 2s: 127.0.0.1:8081 w2",
+        "1 listener(s), 1 backend(s) OK",
+    ]
+    broken = path.read_text().replace("maglev", "magic").replace("backend: web", "backend: x")
+    path.write_text(broken)
+    bad = anycastedge("forward", "check", "-c", str(path))
+    assert bad.returncode == 1
+    assert bad.stderr.splitlines() == [
+        f"ERROR {path}, line 6, column 11: forward.backends.web.balance: must be one of "
+        "round_robin, weighted, least_conn, p2c, least_time, source_hash, maglev, not 'magic'",
+        f"ERROR {path}, line 4, column 50: forward.listeners.web.backend: no backend 'x' "
+        "(defined: web)",
+    ]
