@@ -9,14 +9,23 @@ start, and the load the balancer reads.
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from anycastedge.forward.balance import make_balancer
+from anycastedge.forward.balance import Balancer, Load, make_balancer
 from anycastedge.forward.model import Backend, Endpoint
 
 EWMA_WEIGHT = 0.3  # of the newest connect time in least_time's moving average
+
+
+def client_key(host: str) -> bytes:
+    """A client's address as the hashing balancers take it: the packed IP."""
+    try:
+        return ipaddress.ip_address(host).packed
+    except ValueError:
+        return host.encode()
 
 
 @dataclass(slots=True)
@@ -47,7 +56,7 @@ class Pool:
     stats: list[EndpointStats]
     rnd: random.Random = field(default_factory=random.Random)
     refused: int = 0  # new connections or flows refused: no endpoint could take them
-    _balancer: object = None
+    _balancer: Balancer | None = None
     _usable: tuple[int, ...] | None = None  # None: to be worked out again
     _until: float = 0.0  # the cached usable set holds until then (an ejection or ramp ends)
 
@@ -119,9 +128,10 @@ class Pool:
         usable = self.usable()
         if exclude:
             usable = tuple(i for i in usable if i not in exclude)
-        if not usable:
+        if not usable or self._balancer is None:
             return None
-        return self._balancer.pick(key, usable, self)  # type: ignore[attr-defined]
+        load = Load(self.active, self.connect_time, self.weight)
+        return self._balancer.pick(key, usable, load)
 
     def any_up(self) -> bool:
         """Whether some endpoint may take new traffic."""

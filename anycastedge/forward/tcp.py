@@ -20,8 +20,17 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from anycastedge.forward.model import Listener
-from anycastedge.forward.pool import Pool
-from anycastedge.forward.proxy_protocol import ProxyHeaderError, encode_v1, encode_v2, parse
+from anycastedge.forward.pool import Pool, client_key
+from anycastedge.forward.proxy_protocol import (
+    Address,
+    NeedMore,
+    ProxyHeaderError,
+    encode_v1,
+    encode_v1_unknown,
+    encode_v2,
+    encode_v2_local,
+    parse,
+)
 
 log = Logger()
 PROXY_HEADER_TIMEOUT = 5.0  # seconds a trusted peer has to send its PROXY header
@@ -130,7 +139,7 @@ class ClientSide(protocol.Protocol):
             )
             self.close()
             return
-        if parsed is None:
+        if isinstance(parsed, NeedMore):
             return  # more to come
         self.awaiting_header = False
         self.cancel_timer()
@@ -151,7 +160,7 @@ class ClientSide(protocol.Protocol):
         if len(self.tried) >= listener.connect_attempts:
             self.close()
             return
-        index = pool.pick(_key(self.source[0]), self.tried)
+        index = pool.pick(client_key(self.source[0]), self.tried)
         if index is None:
             if not self.tried:
                 pool.refused += 1
@@ -182,8 +191,7 @@ class ClientSide(protocol.Protocol):
         first = b"".join(self.pending)
         self.pending = []
         if version:
-            encode = encode_v2 if version == 2 else encode_v1
-            first = encode(self.source, self.destination) + first
+            first = _proxy_header(version, self.source, self.destination) + first
         if first:
             self.count(len(first), 0)
             upstream.transport.write(first)
@@ -315,9 +323,10 @@ def _trusted(host: str, listener: Listener) -> bool:
     return any(address in network for network in listener.accept_proxy)
 
 
-def _key(host: str) -> bytes:
-    """The client's address as bytes, for the hashing balancers."""
+def _proxy_header(version: int, source: Address, destination: Address) -> bytes:
+    """The PROXY header naming the client; without addresses if they cannot be told (one
+    IPv4, one IPv6), as the spec has it for a connection of unknown origin."""
     try:
-        return ipaddress.ip_address(host).packed
+        return (encode_v2 if version == 2 else encode_v1)(source, destination)
     except ValueError:
-        return host.encode()
+        return encode_v2_local() if version == 2 else encode_v1_unknown()

@@ -20,7 +20,7 @@ from twisted.internet import protocol, task
 from twisted.logger import Logger
 
 from anycastedge.forward.model import Listener
-from anycastedge.forward.pool import Pool
+from anycastedge.forward.pool import Pool, client_key
 
 log = Logger()
 Address = tuple[str, int]
@@ -81,7 +81,7 @@ class UdpListener(protocol.DatagramProtocol):
             or flow.pool is not pool
             or index not in pool.usable()
         ):
-            index = pool.pick(_key(client[0]))
+            index = pool.pick(client_key(client[0]))
             if index is None:
                 self.refused += 1
                 pool.refused += 1
@@ -152,10 +152,3 @@ class _Replies(protocol.DatagramProtocol):
     def connectionRefused(self) -> None:  # noqa: N802
         # ICMP port unreachable: the endpoint is not listening. Counted like a failed connect.
         self.pool.connect_failed(self.index)
-
-
-def _key(host: str) -> bytes:
-    try:
-        return ipaddress.ip_address(host).packed
-    except ValueError:
-        return host.encode()

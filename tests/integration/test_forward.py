@@ -4,7 +4,11 @@ in front of echo endpoints run by the test."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import json
+import random
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -111,16 +115,22 @@ class Pop:
         return socket.create_connection((HOST, self.ports[listener]), timeout=POLL)
 
 
-def free_ports(n: int) -> list[int]:
-    ports: set[int] = set()
-    while len(ports) < n:
-        ports.add(free_port())
-    return sorted(ports)
-
-
 def listener_ports(*names: str) -> dict[str, int]:
-    """A fresh loopback port for each listener."""
-    return dict(zip(names, free_ports(len(names)), strict=True))
+    """A free loopback port for each listener, below the kernel's ephemeral range: the ports
+    the server picks for DNS (bound to port 0) and its outgoing connects never land there."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports: list[int] = []
+    for port in random.Random().sample(range(10_000, low), 200):
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                tcp.bind((HOST, port))
+                udp.bind((HOST, port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == len(names):
+            return dict(zip(names, ports, strict=True))
+    raise OSError("no free ports below the ephemeral range")
 
 
 def write_config(tmp_path: Path, forward: str) -> Path:
@@ -470,3 +480,88 @@ def test_reload_changes_listeners_without_dropping_open_connections(tmp_path: Pa
         going.close()
     a.stop()
     b.stop()
+
+
+# --- PROXY protocol ---------------------------------------------------------------------------
+
+V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def read_proxy_header(conn: socket.socket) -> tuple[str, str, bytes]:
+    """The test endpoint's own reading of a PROXY header (v1 or v2, TCP4): "src:port",
+    "dst:port", and what followed the header."""
+    data = b""
+    while len(data) < 16:
+        data += conn.recv(4096)
+    if data.startswith(V2_SIGNATURE):
+        ver_cmd, family, length = struct.unpack("!BBH", data[12:16])
+        assert (ver_cmd, family) == (0x21, 0x11)  # v2 PROXY, TCP over IPv4
+        while len(data) < 16 + length:
+            data += conn.recv(4096)
+        src, dst, sport, dport = struct.unpack("!4s4sHH", data[16:28])
+        rest = data[16 + length :]
+        return (
+            f"{ipaddress.ip_address(src)}:{sport}",
+            f"{ipaddress.ip_address(dst)}:{dport}",
+            rest,
+        )
+    while b"\r\n" not in data:
+        data += conn.recv(4096)
+    line, rest = data.split(b"\r\n", 1)
+    proxy, family, src, dst, sport, dport = line.decode().split(" ")
+    assert (proxy, family) == ("PROXY", "TCP4")
+    return f"{src}:{sport}", f"{dst}:{dport}", rest
+
+
+def proxy_reader(endpoint: Endpoint, conn: socket.socket) -> None:
+    """Records (source, destination, payload) of each connection that carried a header."""
+    try:
+        source, destination, rest = read_proxy_header(conn)
+    except (OSError, ValueError, AssertionError, struct.error):
+        return  # a health check: connects and closes
+    rest += recv_all(conn)
+    endpoint.received.append(json.dumps([source, destination, rest.decode()]).encode())
+    conn.sendall(b"ok")
+
+
+def test_proxy_headers_in_from_trusted_peers_and_out_to_endpoints(tmp_path: Path) -> None:
+    """A trusted peer's v1 header names the client the endpoint is told about (v2 out); from
+    an untrusted peer the same bytes are only data, and the endpoint learns the real peer (v1
+    out); a trusted peer's garbage header closes the connection."""
+    v2_end, v1_end = Endpoint(proxy_reader).start(), Endpoint(proxy_reader).start()
+    ports = listener_ports("trusted", "untrusted")
+    forward = f"""forward:
+  listeners:
+    trusted: {{bind: "127.0.0.1:{ports['trusted']}", protocol: tcp, backend: v2,
+               accept_proxy: [127.0.0.0/8]}}
+    untrusted: {{bind: "127.0.0.1:{ports['untrusted']}", protocol: tcp, backend: v1,
+                 accept_proxy: [192.0.2.0/24]}}
+  backends:
+    v2: {{proxy_protocol: v2, healthcheck: {{interval: 0.2}},
+          endpoints: [{{address: "127.0.0.1:{v2_end.port}"}}]}}
+    v1: {{proxy_protocol: v1, healthcheck: {{interval: 0.2}},
+          endpoints: [{{address: "127.0.0.1:{v1_end.port}"}}]}}
+"""
+    header = b"PROXY TCP4 192.0.2.1 198.51.100.7 41234 443\r\n"
+    with pop(tmp_path, forward, ports) as p:
+        backends_up(p, "v1", "v2")
+        with p.connect("trusted") as c:
+            c.sendall(header + b"hello")
+            c.shutdown(socket.SHUT_WR)
+            assert recv_all(c) == b"ok"
+        assert json.loads(v2_end.received[-1]) == ["192.0.2.1:41234", "198.51.100.7:443", "hello"]
+        with p.connect("untrusted") as c:
+            c.sendall(header + b"hello")
+            c.shutdown(socket.SHUT_WR)
+            assert recv_all(c) == b"ok"
+            me = "{}:{}".format(*c.getsockname())
+        source, destination, payload = json.loads(v1_end.received[-1])
+        assert (source, destination) == (me, f"{HOST}:{ports['untrusted']}")
+        assert payload == (header + b"hello").decode()
+        before = len(v2_end.received)
+        with p.connect("trusted") as c:
+            c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert recv_all(c) == b""  # no valid header from a peer that must send one
+        assert len(v2_end.received) == before
+    v2_end.stop()
+    v1_end.stop()
