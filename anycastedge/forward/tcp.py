@@ -245,10 +245,11 @@ class ClientSide(protocol.Protocol):
         """Data moved: the idle timeout starts over."""
         if self.awaiting_header:
             return
-        self.cancel_timer()
-        self.timer = self.factory.reactor.callLater(
-            self.factory.listener.idle_timeout, self.abort, "idle"
-        )
+        idle = self.factory.listener.idle_timeout
+        if self.timer is not None and self.timer.active():
+            self.timer.reset(idle)  # cheaper than a new call per chunk of a bulk transfer
+        else:
+            self.timer = self.factory.reactor.callLater(idle, self.abort, "idle")
 
     def cancel_timer(self) -> None:
         if self.timer is not None and self.timer.active():

@@ -565,3 +565,36 @@ def test_proxy_headers_in_from_trusted_peers_and_out_to_endpoints(tmp_path: Path
         assert len(v2_end.received) == before
     v2_end.stop()
     v1_end.stop()
+
+
+def test_idle_timeout_and_max_connections(tmp_path: Path) -> None:
+    """A connection with no byte either way for idle_timeout is closed; beyond max_connections
+    a new client is closed at once and counted."""
+    e = Endpoint(echo).start()
+    ports = listener_ports("idle", "one")
+    forward = f"""forward:
+  listeners:
+    idle: {{bind: "127.0.0.1:{ports['idle']}", protocol: tcp, backend: web, idle_timeout: 0.5}}
+    one: {{bind: "127.0.0.1:{ports['one']}", protocol: tcp, backend: web, max_connections: 1}}
+  backends:
+    web: {{healthcheck: {{interval: 0.2}}, endpoints: [{{address: "127.0.0.1:{e.port}"}}]}}
+"""
+    with pop(tmp_path, forward, ports) as p:
+        backends_up(p, "web")
+        with p.connect("idle") as c:
+            c.sendall(b"hi")
+            assert c.recv(10) == b"hi"
+            started = time.monotonic()
+            assert c.recv(10) == b""  # closed by the listener, not by us
+            assert time.monotonic() - started < POLL
+        with p.connect("one") as first:
+            first.sendall(b"a")
+            assert first.recv(10) == b"a"
+            with p.connect("one") as second:
+                second.settimeout(5)
+                assert second.recv(10) == b""
+            first.sendall(b"b")
+            assert first.recv(10) == b"b"
+        listeners = {entry["name"]: entry for entry in p.status()["listeners"]}
+        assert listeners["one"]["refused"] == 1
+    e.stop()
