@@ -9,6 +9,7 @@ import json
 import random
 import socket
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -569,7 +570,7 @@ def test_proxy_headers_in_from_trusted_peers_and_out_to_endpoints(tmp_path: Path
 
 def test_idle_timeout_and_max_connections(tmp_path: Path) -> None:
     """A connection with no byte either way for idle_timeout is closed; beyond max_connections
-    a new client is closed at once and counted."""
+    a new client is closed at once and counted; /metrics counts it all and passes promtool."""
     e = Endpoint(echo).start()
     ports = listener_ports("idle", "one")
     forward = f"""forward:
@@ -597,4 +598,17 @@ def test_idle_timeout_and_max_connections(tmp_path: Path) -> None:
             assert first.recv(10) == b"b"
         listeners = {entry["name"]: entry for entry in p.status()["listeners"]}
         assert listeners["one"]["refused"] == 1
+        metrics = p.server.metrics()
+        lint = subprocess.run(
+            ["promtool", "check", "metrics"],
+            input=metrics, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert lint.returncode == 0, lint.stdout + lint.stderr
+        endpoint = f"{HOST}:{e.port}"
+        assert p.server.metric(
+            "anycastedge_forward_endpoint_connections_total", backend="web", endpoint=endpoint
+        ) == 2  # fmt: skip  # the refused one never reached it
+        assert p.server.metric(
+            "anycastedge_forward_endpoint_up", backend="web", endpoint=endpoint
+        ) == 1  # fmt: skip
     e.stop()
