@@ -6,6 +6,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEBS   := bird2 bind9-dnsutils dnsperf nsd iproute2 procps prometheus
 APT_STAMP := $(VENV)/.debs
+# nginx's stream module is a separate package (a Recommends, which --no-install-recommends skips).
+BENCH_DEBS := haproxy nginx libnginx-mod-stream
+BENCH_APT_STAMP := $(VENV)/.bench-debs
 
 .PHONY: run test lint unit integration bench venv debs clean
 
@@ -17,13 +20,24 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Debian packages the tests talk to for real (dig, NSD, dnsperf, BIRD). Needs root, as on CI.
-$(APT_STAMP): Makefile | $(STAMP)
-	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# $(call apt_install,PACKAGES): apt-get install those of PACKAGES not installed yet (services are
+# not started: policy-rc.d). Needs root, as on CI.
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+endef
+
+# Debian packages the tests talk to for real (dig, NSD, dnsperf, BIRD).
+$(APT_STAMP): Makefile | $(STAMP)
+	$(call apt_install,$(DEBS))
+	touch $@
+
+# Only `make bench` needs these (bench/l4_vs_haproxy.py): `make test` does not install them.
+$(BENCH_APT_STAMP): Makefile | $(STAMP)
+	$(call apt_install,$(BENCH_DEBS))
 	touch $@
 
 debs: $(APT_STAMP)
@@ -42,10 +56,11 @@ test: export PYTHONPYCACHEPREFIX := $(CURDIR)/$(VENV)/pycache
 test: $(STAMP) $(APT_STAMP) lint
 	$(BIN)/pytest -q
 
-bench: $(STAMP) $(APT_STAMP)
+bench: $(STAMP) $(APT_STAMP) $(BENCH_APT_STAMP)
 	$(BIN)/python bench/dns_vs_nsd.py
 	$(BIN)/python bench/gslb_vs_static.py
 	$(BIN)/python bench/zone_scale.py
+	$(BIN)/python bench/l4_vs_haproxy.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
