@@ -612,3 +612,41 @@ def test_idle_timeout_and_max_connections(tmp_path: Path) -> None:
             "anycastedge_forward_endpoint_up", backend="web", endpoint=endpoint
         ) == 1  # fmt: skip
     e.stop()
+
+
+def test_udp_flows_are_bounded_and_expire(tmp_path: Path) -> None:
+    """Beyond max_connections flows a new client's datagram is dropped and counted; idle flows
+    end after idle_timeout, and then a new client gets its flow."""
+    check = Endpoint(echo).start()
+    ports = listener_ports("small")
+    with udp_echo(b"E:") as ue:
+        forward = f"""forward:
+  listeners:
+    small: {{bind: "127.0.0.1:{ports['small']}", protocol: udp, backend: dns,
+             max_connections: 2, idle_timeout: 2}}
+  backends:
+    dns:
+      healthcheck: {{kind: tcp, port: {check.port}, interval: 0.2}}
+      endpoints: [{{address: "127.0.0.1:{ue}"}}]
+"""
+        with pop(tmp_path, forward, ports) as p:
+            backends_up(p, "dns")
+            clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+            for sock in clients[:2]:
+                sock.settimeout(5)
+            clients[2].settimeout(0.3)  # well within the flows' idle time: it gets no reply
+            assert exchange(clients[0], ports["small"], b"1") == b"E:1"
+            assert exchange(clients[1], ports["small"], b"2") == b"E:2"
+            with pytest.raises(TimeoutError):
+                exchange(clients[2], ports["small"], b"3")
+
+            def small() -> dict[str, Any]:
+                return next(e for e in p.status()["listeners"] if e["name"] == "small")
+
+            assert small()["refused"] == 1 and small()["flows"] == 2
+            wait_for(lambda: small()["flows"] == 0, POLL, "idle flows to end")
+            clients[2].settimeout(5)
+            assert exchange(clients[2], ports["small"], b"4") == b"E:4"
+            for sock in clients:
+                sock.close()
+    check.stop()
