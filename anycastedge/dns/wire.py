@@ -105,7 +105,8 @@ class Entry:
     """The encoded responses for one (name, type, class), ID 0 and RD clear."""
 
     full: bytes
-    smaller: tuple[bytes, ...]  # without the optional sections, largest first (RFC 2181 s9)
+    # Fewer additional RRsets, then no authority either: largest first (RFC 2181 s9)
+    smaller: tuple[bytes, ...]
     truncated: bytes  # TC=1, question only
     zone: str
     rcode: int
@@ -305,24 +306,27 @@ def render_entry(
             full = _header(flags, 0, 1, 0) + key + _U16.pack(0xC000 | apex_at) + tail
             return Entry(full, (), truncated, zone, answer.rcode)
 
-    def render(sections: int) -> bytes:
+    def render(additional: int, authority: bool = True) -> bytes:
+        """The response with the first ``additional`` additional RRsets."""
         r = dns.renderer.Renderer(0, flags, _TCP_LIMIT)
         r.add_question(qname, qtype, qclass)
-        for section, rrsets in enumerate((answer.answer, answer.authority, answer.additional)):
-            if section >= sections:
-                break
-            for rrset in rrsets:
-                r.add_rrset(section + 1, rrset)
+        for rrset in answer.answer:
+            r.add_rrset(dns.renderer.ANSWER, rrset)
+        if authority:
+            for rrset in answer.authority:
+                r.add_rrset(dns.renderer.AUTHORITY, rrset)
+        for rrset in answer.additional[:additional]:
+            r.add_rrset(dns.renderer.ADDITIONAL, rrset)
         r.write_header()
         return r.get_wire()
 
     smaller = []
     if not answer.referral:  # referral glue is required: truncate rather than drop it
-        if answer.additional:
-            smaller.append(render(2))
+        # As NSD: the additional RRsets that fit, in order, before the authority is dropped.
+        smaller += [render(n) for n in range(len(answer.additional) - 1, -1, -1)]
         if answer.authority and answer.authority_optional:
-            smaller.append(render(1))
-    return Entry(render(3), tuple(smaller), truncated, zone, answer.rcode)
+            smaller.append(render(0, authority=False))
+    return Entry(render(len(answer.additional)), tuple(smaller), truncated, zone, answer.rcode)
 
 
 def _locate(nodes: dict[bytes, Any], name: bytes, origin_length: int) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from pathlib import Path
 
 import dns.edns
 import dns.flags
@@ -16,6 +17,8 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
+from anycastedge.config.pop import SoaConfig
+from anycastedge.config.zones import load_zones
 from anycastedge.dns.counters import DnsCounters
 from anycastedge.dns.engine import Answer, resolve
 from anycastedge.dns.wire import Responder
@@ -580,3 +583,31 @@ def test_class_any_question_is_answered_from_in_data(responder: Responder) -> No
     response = parse(responder.respond(query("www.engine.test.", rdclass="ANY"), False))
     assert response.question[0].rdclass == dns.rdataclass.ANY
     assert lines(response.answer) == {"www.engine.test. 300 in a 192.0.2.80"}
+
+
+def test_additional_rrsets_that_fit_are_kept_in_order(tmp_path: Path) -> None:
+    """An answer too big for the client's buffer with all its additional data keeps as many
+    additional RRsets as fit, in order (as NSD does), before dropping the authority section."""
+    zone = tmp_path / "fit.test.yaml"
+    big = "x" * 900
+    zone.write_text(
+        "'':\n  type: NS\n  values: [ns1.fit.test., ns2.fit.test.]\n"
+        f"big:\n  type: TXT\n  value: {big}\n"
+        "ns1:\n  - {type: A, value: 127.0.0.53}\n  - {type: AAAA, value: '2001:db8::53'}\n"
+        "ns2:\n  - {type: AAAA, value: '2001:db8::54'}\n"
+    )
+    zones, _ = load_zones([zone], SoaConfig())
+    responder = Responder(zones, "t")
+
+    def ask(payload: int) -> dns.message.Message:
+        q = dns.message.make_query("big.fit.test.", "TXT", use_edns=0, payload=payload)
+        return parse(responder.respond(q.to_wire(), False))
+
+    full = ask(4096)
+    sizes = [(rrset.name.to_text(), rrset.rdtype) for rrset in full.additional]
+    assert len(sizes) == 3 and full.authority
+    size = len(full.to_wire())
+    almost = ask(size - 1)
+    assert not almost.flags & dns.flags.TC
+    assert [(r.name.to_text(), r.rdtype) for r in almost.additional] == sizes[:2]
+    assert almost.authority == full.authority and almost.answer == full.answer
