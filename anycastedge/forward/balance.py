@@ -21,9 +21,9 @@ import math
 import random
 from array import array
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from anycastedge.forward.model import BALANCE_ALGORITHMS, MAGLEV_TABLE_SIZE, Backend
 
@@ -152,40 +152,52 @@ class SmoothWeighted:
         return best
 
 
-class LeastConn:
-    """Fewest active connections per unit of effective weight; ties in round-robin order.
-
-    Ties matter for an idle backend (every endpoint at 0): they then take turns, weights aside.
-    """
+class _Rotating:
+    """The lowest-scored usable endpoint, looking from the one after the last pick: a tie goes
+    to the earliest in that rotation, so equal endpoints take turns."""
 
     __slots__ = ("_last",)
 
     def __init__(self) -> None:
         self._last = -1
 
-    def pick(self, key: bytes, usable: Sequence[int], load: Load) -> int | None:
-        """The endpoint with the lowest active/weight, the first after the last pick on a tie."""
+    def _lowest(
+        self, usable: Sequence[int], load: Load, score: Callable[[int, float], Any]
+    ) -> int | None:
         n = len(usable)
-        active = load.active
         weight = load.weight
         best = -1
-        best_score = math.inf
+        best_score: Any = None
         start = bisect.bisect_right(usable, self._last)
         for k in range(start, start + n):
             i = usable[k - n if k >= n else k]
             w = weight[i]
             if w <= 0:
                 continue
-            score = active[i] / w
-            if score < best_score:  # strict: the earliest in rotation keeps a tie
-                best, best_score = i, score
+            value = score(i, w)
+            if best < 0 or value < best_score:  # strict: the earliest in rotation keeps a tie
+                best, best_score = i, value
         if best >= 0:
             self._last = best
             return best
         return None
 
 
-class LeastTime:
+class LeastConn(_Rotating):
+    """Fewest active connections per unit of effective weight; ties in round-robin order.
+
+    Ties matter for an idle backend (every endpoint at 0): they then take turns, weights aside.
+    """
+
+    __slots__ = ()
+
+    def pick(self, key: bytes, usable: Sequence[int], load: Load) -> int | None:
+        """The endpoint with the lowest active/weight, the first after the last pick on a tie."""
+        active = load.active
+        return self._lowest(usable, load, lambda i, w: active[i] / w)
+
+
+class LeastTime(_Rotating):
     """Lowest expected connect wait: endpoints with no sample yet first, then the lowest
     ``connect_time * (active + 1) / weight``; ties in round-robin order.
 
@@ -197,39 +209,19 @@ class LeastTime:
     without a sample the fewest active per weight goes first, so they are probed in turn.
     """
 
-    __slots__ = ("_last",)
-
-    def __init__(self) -> None:
-        self._last = -1
+    __slots__ = ()
 
     def pick(self, key: bytes, usable: Sequence[int], load: Load) -> int | None:
         """The unsampled or fastest endpoint, as the class describes."""
-        n = len(usable)
-        active = load.active
-        weight = load.weight
-        times = load.connect_time
-        best = -1
-        best_sampled = True
-        best_score = math.inf
-        start = bisect.bisect_right(usable, self._last)
-        for k in range(start, start + n):
-            i = usable[k - n if k >= n else k]
-            w = weight[i]
-            if w <= 0:
-                continue
+        active, times = load.active, load.connect_time
+
+        def score(i: int, w: float) -> tuple[int, float]:
             t = times[i]
             if t is None:
-                score = active[i] / w
-                if best_sampled or score < best_score:
-                    best, best_sampled, best_score = i, False, score
-            elif best_sampled:
-                score = t * (active[i] + 1) / w
-                if score < best_score:
-                    best, best_score = i, score
-        if best >= 0:
-            self._last = best
-            return best
-        return None
+                return 0, active[i] / w
+            return 1, t * (active[i] + 1) / w
+
+        return self._lowest(usable, load, score)
 
 
 class PowerOfTwoChoices:
