@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.backends import Backend as HttpBackend
+from tests.support.backends import serving as serving_http
 from tests.support.procs import free_port
 from tests.support.server import ServerHandle, copy_repo_zones, running_server, wait_for
 
@@ -650,3 +652,30 @@ def test_udp_flows_are_bounded_and_expire(tmp_path: Path) -> None:
             for sock in clients:
                 sock.close()
     check.stop()
+
+
+def test_http_health_check_follows_status_and_body(tmp_path: Path) -> None:
+    """kind: http checks each endpoint's path: a wrong status or a body without the expected
+    text takes it out (as `fall` says), a good answer brings it back; the Host header is sent."""
+    health = HttpBackend(status=200, body=b"ready")
+    ports = listener_ports("web")
+    with serving_http(HOST, health) as b:
+        forward = f"""forward:
+  listeners:
+    web: {{bind: "127.0.0.1:{ports['web']}", protocol: tcp, backend: web}}
+  backends:
+    web:
+      healthcheck: {{kind: http, path: /ready, host: app.example, body: ready,
+                     interval: 0.2, timeout: 0.2, rise: 1, fall: 1}}
+      endpoints: [{{address: "127.0.0.1:{b.port}"}}]
+"""
+        with pop(tmp_path, forward, ports) as p:
+            backends_up(p, "web")
+            assert ("/ready", "app.example") in health.requests
+            health.status = 503
+            wait_for(lambda: not p.endpoint("web", b.port)["up"], POLL, "503 to take it out")
+            health.status, health.body = 200, b"starting"
+            wait_for(lambda: len(health.requests) > 20, POLL, "more checks")
+            assert not p.endpoint("web", b.port)["up"]  # 200 without the expected text
+            health.body = b"ready"
+            backends_up(p, "web")
