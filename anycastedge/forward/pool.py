@@ -57,11 +57,13 @@ class Pool:
     rnd: random.Random = field(default_factory=random.Random)
     refused: int = 0  # new connections or flows refused: no endpoint could take them
     _balancer: Balancer | None = None
+    _indexes: dict[tuple[str, int], int] = field(default_factory=dict)
     _usable: tuple[int, ...] | None = None  # None: to be worked out again
     _until: float = 0.0  # the cached usable set holds until then (an ejection or ramp ends)
 
     def __post_init__(self) -> None:
         self._balancer = make_balancer(self.backend, self.rnd)
+        self._indexes = {s.endpoint.host_port(): i for i, s in enumerate(self.stats)}
 
     @classmethod
     def build(
@@ -132,6 +134,10 @@ class Pool:
             return None
         load = Load(self.active, self.connect_time, self.weight)
         return self._balancer.pick(key, usable, load)
+
+    def index_of(self, address: tuple[str, int]) -> int | None:
+        """The index of the endpoint at ``address``, if this pool has one."""
+        return self._indexes.get(address)
 
     def any_up(self) -> bool:
         """Whether some endpoint may take new traffic."""

@@ -20,7 +20,7 @@ from twisted.internet import protocol, task
 from twisted.logger import Logger
 
 from anycastedge.forward.model import Listener
-from anycastedge.forward.pool import Pool, client_key
+from anycastedge.forward.pool import EndpointStats, Pool, client_key
 
 log = Logger()
 Address = tuple[str, int]
@@ -28,13 +28,13 @@ Address = tuple[str, int]
 
 @dataclass(slots=True)
 class Flow:
-    """One client's traffic through one listener."""
+    """One client's traffic through one listener. Endpoints are known by address, not by their
+    place in a pool: a reload builds new pools, and the flow keeps its endpoint if it stays."""
 
     client: Address
     last: float  # reactor time of the last datagram either way
-    sockets: dict[int, Any] = field(default_factory=dict)  # endpoint index -> listening port
-    index: int | None = None  # the endpoint of a flow (not per_packet)
-    pool: Pool | None = None
+    sockets: dict[Address, Any] = field(default_factory=dict)  # endpoint -> listening port
+    endpoint: EndpointStats | None = None  # the endpoint of a flow (not per_packet)
 
 
 class UdpListener(protocol.DatagramProtocol):
@@ -74,13 +74,9 @@ class UdpListener(protocol.DatagramProtocol):
             flow = self.flows[client] = Flow(client, now)
         flow.last = now
         pool = self.pool()
-        index = flow.index
-        if (
-            self.listener.per_packet
-            or index is None
-            or flow.pool is not pool
-            or index not in pool.usable()
-        ):
+        current = flow.endpoint
+        index = None if current is None else pool.index_of(current.endpoint.host_port())
+        if self.listener.per_packet or index is None or index not in pool.usable():
             index = pool.pick(client_key(client[0]))
             if index is None:
                 self.refused += 1
@@ -89,39 +85,51 @@ class UdpListener(protocol.DatagramProtocol):
                     del self.flows[client]
                 return
             if not self.listener.per_packet:
-                self.assign(flow, pool, index)
-        sock = flow.sockets.get(index)
-        if sock is None:
-            sock = flow.sockets[index] = self.open(flow, pool, index)
+                self.assign(flow, pool.stats[index])
         stats = pool.stats[index]
+        address = stats.endpoint.host_port()
+        sock = flow.sockets.get(address)
+        if sock is None:
+            sock = flow.sockets[address] = self.open(flow, address)
         stats.bytes_in += len(data)
         sock.write(data)
 
-    def assign(self, flow: Flow, pool: Pool, index: int) -> None:
-        """The flow's endpoint is now ``index`` of ``pool``."""
-        if flow.pool is not None and flow.index is not None:
-            flow.pool.stats[flow.index].active -= 1
-        flow.pool, flow.index = pool, index
-        pool.stats[index].active += 1
-        pool.stats[index].connections += 1
+    def assign(self, flow: Flow, stats: EndpointStats) -> None:
+        """The flow's endpoint is now ``stats``'s."""
+        if flow.endpoint is not None:
+            flow.endpoint.active -= 1
+        flow.endpoint = stats
+        stats.active += 1
+        stats.connections += 1
 
-    def open(self, flow: Flow, pool: Pool, index: int) -> Any:
-        """A socket connected to endpoint ``index`` whose replies go back to the flow's client."""
-        endpoint = pool.stats[index].endpoint
-        reply = _Replies(self, flow, pool, index)
-        family = "::" if ":" in endpoint.host else "0.0.0.0"
-        local = "::1" if ":" in endpoint.host else "127.0.0.1"
-        interface = local if ipaddress.ip_address(endpoint.host).is_loopback else family
-        port = self.reactor.listenUDP(0, reply, interface=interface)
-        port.connect(endpoint.host, endpoint.port)
-        return port
+    def open(self, flow: Flow, address: Address) -> Any:
+        """A socket connected to the endpoint at ``address``, its replies going to the client."""
+        host, port = address
+        loopback = ipaddress.ip_address(host).is_loopback
+        if ":" in host:
+            interface = "::1" if loopback else "::"
+        else:
+            interface = "127.0.0.1" if loopback else "0.0.0.0"
+        listening = self.reactor.listenUDP(0, _Replies(self, flow, address), interface=interface)
+        listening.connect(host, port)
+        return listening
 
-    def reply(self, flow: Flow, pool: Pool, index: int, data: bytes) -> None:
+    def reply(self, flow: Flow, address: Address, data: bytes) -> None:
         """A datagram from an endpoint: to the client, from the listener's own address."""
         flow.last = self.reactor.seconds()
-        pool.stats[index].bytes_out += len(data)
+        pool = self.pool()
+        index = pool.index_of(address)
+        if index is not None:
+            pool.stats[index].bytes_out += len(data)
         if self.transport is not None:
             self.transport.write(data, flow.client)
+
+    def refused_by(self, address: Address) -> None:
+        """ICMP port unreachable from an endpoint: counted like a failed connect."""
+        pool = self.pool()
+        index = pool.index_of(address)
+        if index is not None:
+            pool.connect_failed(index)
 
     def sweep(self) -> None:
         """End the flows idle for longer than idle_timeout."""
@@ -131,9 +139,9 @@ class UdpListener(protocol.DatagramProtocol):
 
     def end(self, flow: Flow) -> None:
         self.flows.pop(flow.client, None)
-        if flow.pool is not None and flow.index is not None:
-            flow.pool.stats[flow.index].active -= 1
-            flow.pool = flow.index = None
+        if flow.endpoint is not None:
+            flow.endpoint.active -= 1
+            flow.endpoint = None
         for port in flow.sockets.values():
             port.stopListening()
         flow.sockets.clear()
@@ -143,12 +151,12 @@ class _Replies(protocol.DatagramProtocol):
     """One flow's socket towards one endpoint."""
 
     noisy = False  # one per flow
-    def __init__(self, listener: UdpListener, flow: Flow, pool: Pool, index: int) -> None:
-        self.listener, self.flow, self.pool, self.index = listener, flow, pool, index
+
+    def __init__(self, listener: UdpListener, flow: Flow, address: Address) -> None:
+        self.listener, self.flow, self.address = listener, flow, address
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:  # noqa: N802
-        self.listener.reply(self.flow, self.pool, self.index, data)
+        self.listener.reply(self.flow, self.address, data)
 
     def connectionRefused(self) -> None:  # noqa: N802
-        # ICMP port unreachable: the endpoint is not listening. Counted like a failed connect.
-        self.pool.connect_failed(self.index)
+        self.listener.refused_by(self.address)

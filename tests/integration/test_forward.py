@@ -679,3 +679,46 @@ def test_http_health_check_follows_status_and_body(tmp_path: Path) -> None:
             assert not p.endpoint("web", b.port)["up"]  # 200 without the expected text
             health.body = b"ready"
             backends_up(p, "web")
+
+
+def test_udp_flow_keeps_its_endpoint_across_a_reload(tmp_path: Path) -> None:
+    """A reload that adds an endpoint in front, reorders the others and changes a weight keeps
+    each flow on the endpoint it had (endpoints are followed by address), and its socket."""
+    check = Endpoint(echo).start()
+    ports = listener_ports("flows")
+    with udp_echo(b"A:") as ua, udp_echo(b"B:") as ub, udp_echo(b"C:") as uc:
+
+        def section(endpoints: list[tuple[int, int]]) -> str:
+            listed = ", ".join(f'{{address: "127.0.0.1:{e}", weight: {w}}}' for e, w in endpoints)
+            return f"""forward:
+  listeners:
+    flows: {{bind: "127.0.0.1:{ports['flows']}", protocol: udp, backend: dns}}
+  backends:
+    dns:
+      healthcheck: {{kind: tcp, port: {check.port}, interval: 0.2}}
+      endpoints: [{listed}]
+"""
+
+        with pop(tmp_path, section([(ua, 1), (ub, 1)]), ports) as p:
+            backends_up(p, "dns")
+            clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(4)]
+            for sock in clients:
+                sock.settimeout(5)
+            before = [exchange(sock, ports["flows"], b"x")[:2] for sock in clients]
+            assert set(before) == {b"A:", b"B:"}
+            write_config(tmp_path, section([(uc, 1), (ub, 2), (ua, 1)]))
+            p.server.sighup()
+            wait_for(
+                lambda: len(p.status()["backends"][0]["endpoints"]) == 3, POLL, "the new endpoint"
+            )
+            backends_up(p, "dns")
+            after = [exchange(sock, ports["flows"], b"y")[:2] for sock in clients]
+            assert after == before  # none moved to C, none swapped
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as new:
+                new.settimeout(5)
+                tags = {exchange(new, ports["flows"], b"z")[:2]}
+            flows = next(e for e in p.status()["listeners"] if e["name"] == "flows")["flows"]
+            assert flows == 5 and tags <= {b"A:", b"B:", b"C:"}
+            for sock in clients:
+                sock.close()
+    check.stop()
