@@ -97,7 +97,8 @@ class ForwardService(service.Service):
 
     def _start(self, listener: Listener) -> None:
         def pool() -> Pool:
-            return self.pools[listener.backend]
+            # The handler's listener, which a reload may point at another backend.
+            return self.pools[handler.listener.backend]
 
         handler: TcpListener | UdpListener
         if listener.protocol == "udp":

@@ -445,38 +445,41 @@ def test_reload_changes_listeners_without_dropping_open_connections(tmp_path: Pa
     a, b = Endpoint(echo).start(), Endpoint(echo).start()
     ports = listener_ports("keep", "gone", "new")
 
-    def section(listeners: list[str], endpoint: Endpoint) -> str:
+    def section(listeners: list[str], endpoint: Endpoint, backend: str) -> str:
         lines = "".join(
-            f'    {name}: {{bind: "127.0.0.1:{ports[name]}", protocol: tcp, backend: web}}\n'
+            f'    {name}: {{bind: "127.0.0.1:{ports[name]}", protocol: tcp, backend: {backend}}}\n'
             for name in listeners
         )
         return (
-            f"forward:\n  listeners:\n{lines}  backends:\n    web:\n"
+            f"forward:\n  listeners:\n{lines}  backends:\n    {backend}:\n"
             f"      healthcheck: {{interval: 0.2}}\n"
             f'      endpoints: [{{address: "127.0.0.1:{endpoint.port}"}}]\n'
         )
 
-    with pop(tmp_path, section(["keep", "gone"], a), ports) as p:
+    with pop(tmp_path, section(["keep", "gone"], a, "web"), ports) as p:
         backends_up(p, "web")
         kept, going = p.connect("keep"), p.connect("gone")
         for c in (kept, going):
             c.sendall(b"before")
             assert c.recv(100) == b"before"
-        write_config(tmp_path, section(["keep", "new"], b))
+        write_config(tmp_path, section(["keep", "new"], b, "web2"))  # keep: another backend
         p.server.sighup()
         wait_for(
             lambda: {e["name"] for e in p.status()["listeners"]} == {"keep", "new"},
             POLL,
             "the new listeners",
         )
-        backends_up(p, "web")
+        backends_up(p, "web2")
         for c in (kept, going):  # still connected to endpoint a
             c.sendall(b"after")
             assert c.recv(100) == b"after"
         with p.connect("new") as c:
             c.sendall(b"fresh")
             assert c.recv(100) == b"fresh"
-        wait_for(lambda: b"fresh" in b.received, POLL, "the new endpoint used")
+        with p.connect("keep") as c:  # the kept listener now forwards to its new backend
+            c.sendall(b"moved")
+            assert c.recv(100) == b"moved"
+        wait_for(lambda: {b"fresh", b"moved"} <= set(b.received), POLL, "the new endpoint used")
         with pytest.raises(OSError):
             socket.create_connection((HOST, ports["gone"]), timeout=2).close()
         kept.close()
