@@ -430,29 +430,19 @@ class Responder:
             return self._error(data, FORMERR, tcp)
         if q.edns and q.version > 0:
             return self._badvers(data, q, tcp)
-        # A question whose answer is dynamic is SLOW in the compiled zones: once its Branch is
-        # cached, skip looking there (a new client network costs the walk and the render only).
+        # A question whose answer is dynamic is the engine's (a SlowNode): once its Branch is
+        # cached, skip the compiled zones (a new client network costs the walk and the render).
         node = self._entries.get(q.key) if self._dynamic else None
         if not q.probe and type(node) is not Branch:
             fast = self._assemble(data, q, tcp)
             if fast is not None:
-                response, metric = fast
-                self.counts[metric] = self.counts.get(metric, 0) + 1
-                if len(exact) >= self.limit:
-                    exact.clear()
-                exact[tail] = (response[2:], metric)
-                return response
+                return self._remember(exact, tail, *fast)
         if node is None:
             node = self._root(q.key)
         if q.probe:  # never cached: the exact cache counts every hit as a client's
             return self._probe(data, q, tcp, node, host)
         if type(node) is Entry:
-            response, metric = self._render(data, q, tcp, node, 0)
-            self.counts[metric] = self.counts.get(metric, 0) + 1
-            if len(exact) >= self.limit:
-                exact.clear()
-            exact[tail] = (response[2:], metric)
-            return response
+            return self._remember(exact, tail, *self._render(data, q, tcp, node, 0))
         assert type(node) is Branch
         entry, scope, pools, reusable, path = self._walk(node, q, host)
         response, metric = self._render(data, q, tcp, entry, scope)
@@ -463,6 +453,21 @@ class Responder:
             hits.clear()
         key: object = tail if q.ecs is not None and q.ecs[2] else (host, tail)
         hits[key] = fixed if reusable else Drawn(node, q, {path: fixed})
+        return response
+
+    def _remember(
+        self,
+        exact: dict[bytes, tuple[bytes, MetricKey]],
+        tail: bytes,
+        response: bytes,
+        metric: MetricKey,
+    ) -> bytes:
+        """Count a static answer and keep it for the same query bytes (bounded: cleared when
+        full)."""
+        self.counts[metric] = self.counts.get(metric, 0) + 1
+        if len(exact) >= self.limit:
+            exact.clear()
+        exact[tail] = (response[2:], metric)
         return response
 
     def _assemble(self, data: bytes, q: Query, tcp: bool) -> tuple[bytes, MetricKey] | None:
@@ -614,7 +619,7 @@ class Responder:
     ) -> tuple[bytes, MetricKey] | None:
         """Header (``flags``: QR and AA; RD and CD copied), the question as asked, ``body`` (AN,
         NS, AR counts), the OPT; None when it would not fit, for the engine to shorten."""
-        opt = self._static_opt(q)
+        opt = self._opt_for(q, 0)
         an, ns, ar = counts
         response = b"".join(
             (
@@ -632,13 +637,16 @@ class Responder:
         qtype_label = _QTYPE_LABELS.get(qtype, "other")
         return response, (zone.label, qtype_label, _RCODE_LABELS[rcode], _TRANSPORT[tcp])
 
-    def _static_opt(self, q: Query) -> bytes:
-        """The OPT of an answer that no client address changes: ECS scope 0 (RFC 7871 7.2.1)."""
+    def _opt_for(self, q: Query, scope: int) -> bytes:
+        """The OPT of an answer to ``q`` (none without EDNS), its ECS SCOPE ``scope``: 0 for an
+        answer no client address changes (RFC 7871 7.2.1). FAMILY, SOURCE PREFIX-LENGTH and
+        ADDRESS are echoed; the OPT up to the option's data comes encoded."""
+        ecs = q.ecs
         if not q.edns:
             return b""
-        if q.ecs is not None:
-            return self._opt(0, q.do, q.nsid, q.ecs[:3] + b"\0" + q.ecs[4:])
-        return self._opts[q.do][q.nsid]
+        if ecs is None:
+            return self._opts[q.do][q.nsid]
+        return b"".join((self._ecs_opts[q.do][q.nsid][len(ecs)], ecs[:3], _SCOPES[scope], ecs[4:]))
 
     def _limit(self, q: Query, tcp: bool) -> int:
         return _TCP_LIMIT if tcp else (min(q.payload, self.max_udp) if q.edns else 512)
@@ -774,19 +782,8 @@ class Responder:
         self, data: bytes, q: Query, tcp: bool, entry: Entry, scope: int
     ) -> tuple[bytes, MetricKey]:
         """The Entry as the response to this query: ID, flags, case, OPT and ECS, size limit."""
-        ecs = q.ecs
-        if not q.edns:
-            opt = b""
-        elif ecs is None:
-            opt = self._opts[q.do][q.nsid]
-        else:
-            # RFC 7871 7.2.1: FAMILY, SOURCE PREFIX-LENGTH and ADDRESS as sent, our SCOPE; the
-            # OPT up to the option's data comes encoded (every new client network gets here).
-            opt = b"".join(
-                (self._ecs_opts[q.do][q.nsid][len(ecs)], ecs[:3], _SCOPES[scope], ecs[4:])
-            )
-        limit = _TCP_LIMIT if tcp else (min(q.payload, self.max_udp) if q.edns else 512)
-        limit -= len(opt)
+        opt = self._opt_for(q, scope)
+        limit = self._limit(q, tcp) - len(opt)
         wire = entry.full
         if len(wire) > limit:
             wire = entry.truncated
