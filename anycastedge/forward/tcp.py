@@ -85,11 +85,12 @@ class ClientSide(protocol.Protocol):
         factory.accepted += 1
         peer, host = self.transport.getPeer(), self.transport.getHost()
         self.source, self.destination = (peer.host, peer.port), (host.host, host.port)
-        self.touch()
         if factory.listener.accept_proxy and _trusted(peer.host, factory.listener):
+            # The header's deadline first; the idle timeout starts once it is read.
             self.awaiting_header = True
-            self.timer = factory.reactor.callLater(PROXY_HEADER_TIMEOUT, self.abort, "PROXY")
+            self.timer = factory.reactor.callLater(PROXY_HEADER_TIMEOUT, self.close)
             return
+        self.touch()
         self.connect()
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
@@ -143,6 +144,7 @@ class ClientSide(protocol.Protocol):
             return  # more to come
         self.awaiting_header = False
         self.cancel_timer()
+        self.touch()
         if parsed.source is not None and parsed.destination is not None:
             self.source, self.destination = parsed.source, parsed.destination
         rest = self.header[parsed.length :]
@@ -249,18 +251,15 @@ class ClientSide(protocol.Protocol):
         if self.timer is not None and self.timer.active():
             self.timer.reset(idle)  # cheaper than a new call per chunk of a bulk transfer
         else:
-            self.timer = self.factory.reactor.callLater(idle, self.abort, "idle")
+            self.timer = self.factory.reactor.callLater(idle, self.close)
 
     def cancel_timer(self) -> None:
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
         self.timer = None
 
-    def abort(self, why: str) -> None:
-        self.timer = None
-        self.close()
-
     def close(self) -> None:
+        """Close both sides (what is buffered is still sent)."""
         if self.transport is not None:
             self.transport.loseConnection()
         if self.upstream is not None and self.upstream.transport is not None:

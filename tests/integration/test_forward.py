@@ -725,3 +725,29 @@ def test_udp_flow_keeps_its_endpoint_across_a_reload(tmp_path: Path) -> None:
             for sock in clients:
                 sock.close()
     check.stop()
+
+
+def test_an_active_connection_after_a_proxy_header_outlives_the_idle_timeout(
+    tmp_path: Path,
+) -> None:
+    """Only silence closes a connection: one that carried a PROXY header and keeps moving bytes
+    stays open past idle_timeout (an idle timer started before the header must not cut it)."""
+    e = Endpoint(echo).start()
+    ports = listener_ports("web")
+    forward = f"""forward:
+  listeners:
+    web: {{bind: "127.0.0.1:{ports['web']}", protocol: tcp, backend: web, idle_timeout: 0.5,
+           accept_proxy: [127.0.0.0/8]}}
+  backends:
+    web: {{healthcheck: {{interval: 0.2}}, endpoints: [{{address: "127.0.0.1:{e.port}"}}]}}
+"""
+    with pop(tmp_path, forward, ports) as p:
+        backends_up(p, "web")
+        with p.connect("web") as c:
+            c.sendall(b"PROXY TCP4 192.0.2.1 198.51.100.7 41234 443\r\n")
+            started = time.monotonic()
+            while time.monotonic() - started < 1.5:  # three idle timeouts, never idle
+                c.sendall(b"tick")
+                assert c.recv(10) == b"tick"
+                time.sleep(0.1)  # the traffic pattern under test, not a wait for an event
+    e.stop()
