@@ -56,8 +56,8 @@ class Pool:
     stats: list[EndpointStats]
     rnd: random.Random = field(default_factory=random.Random)
     refused: int = 0  # new connections or flows refused: no endpoint could take them
-    _balancer: Balancer | None = None
-    _indexes: dict[tuple[str, int], int] = field(default_factory=dict)
+    _balancer: Balancer = field(init=False)
+    _indexes: dict[tuple[str, int], int] = field(init=False)
     _usable: tuple[int, ...] | None = None  # None: to be worked out again
     _until: float = 0.0  # the cached usable set holds until then (an ejection or ramp ends)
 
@@ -70,10 +70,10 @@ class Pool:
         cls, backend: Backend, clock: Callable[[], float], previous: Pool | None = None
     ) -> Pool:
         """A pool for ``backend``, keeping the state of endpoints ``previous`` already had."""
-        old = {s.endpoint.host_port(): s for s in previous.stats} if previous else {}
         stats = []
         for endpoint in backend.endpoints:
-            kept = old.get(endpoint.host_port())
+            index = previous.index_of(endpoint.host_port()) if previous else None
+            kept = previous.stats[index] if previous and index is not None else None
             if kept is None:
                 stats.append(EndpointStats(endpoint))
             else:
@@ -130,7 +130,7 @@ class Pool:
         usable = self.usable()
         if exclude:
             usable = tuple(i for i in usable if i not in exclude)
-        if not usable or self._balancer is None:
+        if not usable:
             return None
         load = Load(self.active, self.connect_time, self.weight)
         return self._balancer.pick(key, usable, load)
