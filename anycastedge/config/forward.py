@@ -33,6 +33,7 @@ def read_forward(r: Reader, taken: dict[tuple[str, HostPort], str]) -> ForwardCo
     engine = r.get("engine", str, "builtin")
     if engine is not None and engine not in ENGINES:
         r.error("engine", f"must be one of {', '.join(ENGINES)}, not {engine!r}")
+    # Every key of listeners: and backends: is a name, so neither has unknown keys to report.
     backends_r = r.child("backends")
     backends = {
         str(name): _backend(
@@ -41,8 +42,6 @@ def read_forward(r: Reader, taken: dict[tuple[str, HostPort], str]) -> ForwardCo
         )
         for name, item in backends_r.data.items()
     }
-    backends_r.used.update(backends_r.data)
-    backends_r.finish()
     listeners_r = r.child("listeners")
     listeners = []
     bound = dict(taken)
@@ -51,8 +50,6 @@ def read_forward(r: Reader, taken: dict[tuple[str, HostPort], str]) -> ForwardCo
         listener = _listener(str(name), lr, backends, bound)
         if listener is not None:
             listeners.append(listener)
-    listeners_r.used.update(listeners_r.data)
-    listeners_r.finish()
     return ForwardConfig(tuple(listeners), tuple(b for b in backends.values() if b is not None))
 
 
