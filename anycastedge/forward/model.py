@@ -49,10 +49,10 @@ class Ejection:
     """Passive ejection after consecutive connect failures, as Envoy's outlier detection."""
 
     consecutive_failures: int = 5  # 0: never eject
-    consecutive_5xx: int = 5  # HTTP: responses of status 500..599 in a row; 0: never eject
     base_time: float = 30.0  # seconds, times the number of times it was ejected
     max_time: float = 300.0
     max_percent: int = 50  # never eject more than this share of a backend's endpoints
+    consecutive_5xx: int = 5  # HTTP: responses of status 500..599 in a row; 0: never eject
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 Pure bookkeeping, no I/O: the listeners report connects and failures, the health monitor reports
 check results, and the pool keeps health, passive ejection (Envoy's outlier detection:
-consecutive connect failures eject an endpoint for base_time times the number of its ejections,
+consecutive connect failures, or HTTP 5xx responses, eject an endpoint for base_time times the number of its ejections,
 capped; never more than max_percent of the backend; a passing active check brings it back), slow
 start, and the load the balancer reads.
 """
@@ -39,10 +39,12 @@ class EndpointStats:
     active: int = 0  # connections or flows now
     connect_time: float | None = None  # moving average, seconds
     failures: int = 0  # consecutive connect failures
+    errors_5xx: int = 0  # consecutive HTTP responses of status 5xx
     ejected_until: float = 0.0
     ejections: int = 0  # times ejected (the multiplier of base_time)
     connections: int = 0  # counters, for /metrics
     connect_failures: int = 0
+    responses_5xx: int = 0
     bytes_in: int = 0  # from the client towards the endpoint
     bytes_out: int = 0
 
@@ -158,19 +160,36 @@ class Pool:
         s = self.stats[index]
         s.failures += 1
         s.connect_failures += 1
-        rule = self.backend.ejection
-        if not rule.consecutive_failures or s.failures < rule.consecutive_failures:
+        if self._eject(s, s.failures, self.backend.ejection.consecutive_failures):
+            s.failures = 0
+
+    def responded(self, index: int, status: int) -> None:
+        """Endpoint ``index`` answered an HTTP request with ``status``: a burst of 5xx in a row
+        ejects it (Envoy's consecutive_5xx)."""
+        s = self.stats[index]
+        if status < 500:
+            s.errors_5xx = 0
             return
+        s.errors_5xx += 1
+        s.responses_5xx += 1
+        if self._eject(s, s.errors_5xx, self.backend.ejection.consecutive_5xx):
+            s.errors_5xx = 0
+
+    def _eject(self, s: EndpointStats, count: int, limit: int) -> bool:
+        """Eject ``s`` if ``count`` reached ``limit`` (0: never) and the backend allows it."""
+        if not limit or count < limit:
+            return False
+        rule = self.backend.ejection
         now = self.clock()
         if s.ejected_until > now:
-            return
+            return False
         ejected = sum(1 for o in self.stats if o.ejected_until > now)
         if (ejected + 1) * 100 > rule.max_percent * len(self.stats):
-            return  # ejecting it too would leave less of the backend than allowed
+            return False  # ejecting it too would leave less of the backend than allowed
         s.ejections += 1
         s.ejected_until = now + min(rule.base_time * s.ejections, rule.max_time)
-        s.failures = 0
         self._usable = None
+        return True
 
     def check_result(self, index: int, ok: bool, serving: bool) -> None:
         """An active check of endpoint ``index`` passed (``ok``) or not; ``serving``: its state
