@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from anycastedge.forward.http import HttpListener, route_label
+from anycastedge.forward.http_stats import HttpStats
 from anycastedge.forward.service import ForwardService
 from anycastedge.forward.tcp import TcpListener
+from anycastedge.forward.udp import UdpListener
 
 
 def forward_status(forward: ForwardService) -> dict[str, Any]:
@@ -28,9 +31,24 @@ def forward_status(forward: ForwardService) -> dict[str, Any]:
         if isinstance(handler, TcpListener):
             entry |= {"active": handler.active, "accepted": handler.accepted,
                       "refused": handler.refused}  # fmt: skip
-        elif handler is not None:
+        elif isinstance(handler, UdpListener):
             entry |= {"flows": len(handler.flows), "datagrams": handler.datagrams,
                       "refused": handler.refused}  # fmt: skip
+        if listener.http is not None:
+            entry["routes"] = [
+                {"route": route_label(r), "hosts": list(r.hosts), "path_prefix": r.path_prefix,
+                 "backend": r.backend, "max_body": r.max_body}
+                for r in listener.http.routes
+            ]  # fmt: skip
+        if isinstance(handler, HttpListener):
+            stats = handler.stats
+            entry |= {
+                "active": handler.active,
+                "accepted": handler.accepted,
+                "requests": sum(stats.requests.values()),
+                "refused": dict(stats.refused),
+                "pool": {"reused": forward.upstreams.reused, "created": forward.upstreams.created},
+            }
         listeners.append(entry)
     backends = []
     for name, pool in forward.pools.items():
@@ -56,6 +74,8 @@ def forward_status(forward: ForwardService) -> dict[str, Any]:
                         "connect_time": s.connect_time,
                         "bytes_in": s.bytes_in,
                         "bytes_out": s.bytes_out,
+                        "responses_5xx": s.responses_5xx,
+                        "http_connections": _pool_status(forward, s.endpoint.host_port()),
                     }
                     for i, s in enumerate(pool.stats)
                 ],
@@ -64,13 +84,21 @@ def forward_status(forward: ForwardService) -> dict[str, Any]:
     return {"listeners": listeners, "backends": backends, "critical_down": forward.critical_down()}
 
 
+def _pool_status(forward: ForwardService, address: tuple[str, int]) -> dict[str, int]:
+    """An endpoint's HTTP keep-alive connections: open (busy or idle) and idle."""
+    upstreams = forward.upstreams
+    return {"open": upstreams.count(address), "idle": upstreams.idle_count(address)}
+
+
 class ForwardCollector(Collector):
     """Per-endpoint connections, bytes, failures, ejections and health, read at scrape time."""
 
     def __init__(self, forward: ForwardService) -> None:
         self.forward = forward
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    def collect(
+        self,
+    ) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         labels = ["backend", "endpoint"]
         counters = {
             "connections": ("Connections (TCP) or flows (UDP) forwarded", "connections"),
@@ -115,3 +143,48 @@ class ForwardCollector(Collector):
                 usable.add_metric(key, 1 if i in ok else 0)
         yield from families.values()
         yield from (active, up, usable, refused)
+        yield from self._http()
+
+    def _http(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
+        requests = CounterMetricFamily(
+            "anycastedge_http_requests",
+            "HTTP requests answered, by listener, route, backend and status class",
+            labels=["listener", "route", "backend", "status"],
+        )
+        refused = CounterMetricFamily(
+            "anycastedge_http_refused",
+            "HTTP requests answered by the proxy itself, or connections cut, by reason",
+            labels=["listener", "reason"],
+        )
+        duration = HistogramMetricFamily(
+            "anycastedge_http_request_duration_seconds",
+            "Time from a request's head to the end of its response",
+            labels=["listener", "backend"],
+        )
+        upstream = HistogramMetricFamily(
+            "anycastedge_http_upstream_response_seconds",
+            "Time from a request sent to an endpoint to its response head",
+            labels=["listener", "backend"],
+        )
+        active = GaugeMetricFamily(
+            "anycastedge_http_connections", "Client connections open now", labels=["listener"]
+        )
+        for name, running in self.forward.active.items():
+            handler = running.handler
+            if not isinstance(handler, HttpListener):
+                continue
+            stats: HttpStats = handler.stats
+            active.add_metric([name], handler.active)
+            for (route, backend, status), count in stats.requests.items():
+                requests.add_metric([name, route, backend, status], count)
+            for reason, count in stats.refused.items():
+                refused.add_metric([name, reason], count)
+            for family, histograms in ((duration, stats.duration), (upstream, stats.upstream)):
+                for backend, histogram in histograms.items():
+                    buckets = [(_bound(b), c) for b, c in histogram.cumulative()]
+                    family.add_metric([name, backend], buckets, histogram.total)
+        yield from (requests, refused, duration, upstream, active)
+
+
+def _bound(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)

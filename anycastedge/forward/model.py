@@ -28,6 +28,17 @@ def join_hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def is_trusted(address: str, networks: tuple[IPNetwork, ...]) -> bool:
+    """Whether ``address`` (an IP literal) lies in one of ``networks``."""
+    if not networks:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """One address of a backend."""
@@ -64,7 +75,7 @@ class BackendHttp:
     ca_file: str | None = None  # with tls: trust these CAs instead of the system's
     server_name: str | None = None  # with tls: SNI and the name verified; default: the Host
     sticky_cookie: str | None = None  # cookie naming the endpoint a client sticks to
-    pool_size: int = 32  # idle keep-alive connections kept per endpoint
+    pool_size: int = 256  # idle keep-alive connections kept per endpoint
     pool_idle_timeout: float = 4.0  # seconds an idle pooled connection is kept
     max_connections: int = 0  # per endpoint, busy and idle together; 0: no cap
     retries: int = 2  # further endpoints tried when it is safe (see forward/http.py)

@@ -2,9 +2,9 @@
 
 Pure bookkeeping, no I/O: the listeners report connects and failures, the health monitor reports
 check results, and the pool keeps health, passive ejection (Envoy's outlier detection:
-consecutive connect failures, or HTTP 5xx responses, eject an endpoint for base_time times the number of its ejections,
-capped; never more than max_percent of the backend; a passing active check brings it back), slow
-start, and the load the balancer reads.
+consecutive connect failures, or HTTP 5xx responses, eject an endpoint for base_time times the
+number of its ejections, capped; never more than max_percent of the backend; a passing active
+check brings it back), slow start, and the load the balancer reads.
 """
 
 from __future__ import annotations

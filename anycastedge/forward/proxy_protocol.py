@@ -86,6 +86,15 @@ def encode_v2_local() -> bytes:
     return _V2_HEADER.pack(V2_SIGNATURE, _V2_VERSION | _CMD_LOCAL, _AF_UNSPEC, 0)
 
 
+def header_for(version: int, source: Address, destination: Address) -> bytes:
+    """The version 1 or 2 header naming a connection; without addresses if they cannot be told
+    (one IPv4, one IPv6), as the spec has it for a connection of unknown origin."""
+    try:
+        return (encode_v2 if version == 2 else encode_v1)(source, destination)
+    except ValueError:
+        return encode_v2_local() if version == 2 else encode_v1_unknown()
+
+
 def parse(data: bytes, limit: int = DEFAULT_LIMIT) -> Parsed | NeedMore:
     """The v1 or v2 header at the start of ``data``, told apart by its first bytes.
 

@@ -8,17 +8,22 @@ keeping the state of endpoints that stay, so connections open through them keep 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 
 from twisted.application import service
+from twisted.internet import task
 from twisted.logger import Logger
 
-from anycastedge.forward.model import Backend, ForwardConfig, Listener
+from anycastedge.forward.http import HttpListener
+from anycastedge.forward.http_stats import AccessLog
+from anycastedge.forward.model import HTTP_PROTOCOLS, Backend, ForwardConfig, Listener
 from anycastedge.forward.pool import Pool
 from anycastedge.forward.tcp import TcpListener
 from anycastedge.forward.udp import UdpListener
+from anycastedge.forward.upstream import UpstreamPools
 from anycastedge.health.check import CheckTarget
 
 log = Logger()
@@ -36,7 +41,9 @@ class Running:
 
     __slots__ = ("listener", "handler", "port")
 
-    def __init__(self, listener: Listener, handler: TcpListener | UdpListener, port: Any):
+    def __init__(
+        self, listener: Listener, handler: TcpListener | UdpListener | HttpListener, port: Any
+    ) -> None:
         self.listener, self.handler, self.port = listener, handler, port
 
 
@@ -57,6 +64,10 @@ class ForwardService(service.Service):
         self.active: dict[str, Running] = {}  # by listener name
         self._update_checks = update_checks
         self._targets: dict[CheckTarget, list[tuple[str, int]]] = {}
+        self.upstreams = UpstreamPools(reactor)  # idle keep-alive connections of HTTP listeners
+        self.access_logs: dict[str, AccessLog] = {}  # by file ("-": standard output)
+        self._flusher = task.LoopingCall(self.flush_logs)
+        self._flusher.clock = reactor
         self.apply(config)
 
     # --- configuration
@@ -90,6 +101,8 @@ class ForwardService(service.Service):
             ):
                 current.listener = listener
                 current.handler.listener = listener
+                if isinstance(current.handler, HttpListener):
+                    current.handler.access_log = self.access_log(listener)
                 continue
             if current is not None:
                 self._stop(name)
@@ -100,19 +113,42 @@ class ForwardService(service.Service):
             # The handler's listener, which a reload may point at another backend.
             return self.pools[handler.listener.backend]
 
-        handler: TcpListener | UdpListener
+        handler: TcpListener | UdpListener | HttpListener
         if listener.protocol == "udp":
             handler = UdpListener(listener, pool, self.reactor)
             port = self.reactor.listenUDP(listener.port, handler, interface=listener.host)
+        elif listener.protocol in HTTP_PROTOCOLS:
+            handler = HttpListener(
+                listener, self.pools.get, self.reactor, self.upstreams, self.access_log(listener)
+            )
+            port = self.reactor.listenTCP(
+                listener.port, handler, backlog=1024, interface=listener.host
+            )
         else:
             handler = TcpListener(listener, pool, self.reactor)
             port = self.reactor.listenTCP(
                 listener.port, handler, backlog=1024, interface=listener.host
             )
         self.active[listener.name] = Running(listener, handler, port)
-        log.info("forward listener {name} on {bind}/{proto} -> backend {backend}",
+        log.info("forward listener {name} on {bind}/{proto} -> {to}",
                  name=listener.name, bind=listener.bind, proto=listener.protocol,
-                 backend=listener.backend)  # fmt: skip
+                 to=_destination(listener))  # fmt: skip
+
+    def access_log(self, listener: Listener) -> AccessLog | None:
+        """The access log an HTTP listener writes to (shared by listeners naming one file)."""
+        path = listener.http.access_log if listener.http is not None else None
+        if path is None:
+            return None
+        current = self.access_logs.get(path)
+        if current is None:
+            stream: TextIO = sys.stdout if path == "-" else open(path, "a", encoding="utf-8")  # noqa: SIM115
+            current = self.access_logs[path] = AccessLog(stream)
+        return current
+
+    def flush_logs(self) -> None:
+        """Write what the access logs hold (once a second, and when stopping)."""
+        for access_log in self.access_logs.values():
+            access_log.flush()
 
     def _stop(self, name: str) -> None:
         running = self.active.pop(name)
@@ -127,6 +163,9 @@ class ForwardService(service.Service):
             pool = self.pools.get(backend)
             if pool is not None:
                 pool.check_result(index, ok, serving)
+                if not serving:
+                    # Its idle keep-alive connections would only fail the next requests.
+                    self.upstreams.close_endpoint(pool.stats[index].endpoint.host_port())
 
     def critical_down(self) -> list[str]:
         """Critical backends with no endpoint able to take new traffic."""
@@ -140,8 +179,19 @@ class ForwardService(service.Service):
         super().startService()
         for listener in self.config.listeners:
             self._start(listener)
+        self._flusher.start(1.0, now=False)
 
     def stopService(self) -> None:  # noqa: N802
         super().stopService()
         for name in list(self.active):
             self._stop(name)
+        self.upstreams.close_all()
+        if self._flusher.running:
+            self._flusher.stop()
+        self.flush_logs()
+
+
+def _destination(listener: Listener) -> str:
+    if listener.http is None:
+        return f"backend {listener.backend}"
+    return "backends " + ", ".join(sorted({r.backend for r in listener.http.routes}))

@@ -9,7 +9,6 @@ header, taken only from configured upstream addresses.
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,18 +18,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from anycastedge.forward.model import Listener
+from anycastedge.forward.model import Listener, is_trusted
 from anycastedge.forward.pool import Pool, client_key
-from anycastedge.forward.proxy_protocol import (
-    Address,
-    NeedMore,
-    ProxyHeaderError,
-    encode_v1,
-    encode_v1_unknown,
-    encode_v2,
-    encode_v2_local,
-    parse,
-)
+from anycastedge.forward.proxy_protocol import NeedMore, ProxyHeaderError, header_for, parse
 
 log = Logger()
 PROXY_HEADER_TIMEOUT = 5.0  # seconds a trusted peer has to send its PROXY header
@@ -85,7 +75,7 @@ class ClientSide(protocol.Protocol):
         factory.accepted += 1
         peer, host = self.transport.getPeer(), self.transport.getHost()
         self.source, self.destination = (peer.host, peer.port), (host.host, host.port)
-        if factory.listener.accept_proxy and _trusted(peer.host, factory.listener):
+        if factory.listener.accept_proxy and is_trusted(peer.host, factory.listener.accept_proxy):
             # The header's deadline first; the idle timeout starts once it is read.
             self.awaiting_header = True
             self.timer = factory.reactor.callLater(PROXY_HEADER_TIMEOUT, self.close)
@@ -193,7 +183,7 @@ class ClientSide(protocol.Protocol):
         first = b"".join(self.pending)
         self.pending = []
         if version:
-            first = _proxy_header(version, self.source, self.destination) + first
+            first = header_for(version, self.source, self.destination) + first
         if first:
             self.count(len(first), 0)
             upstream.transport.write(first)
@@ -313,20 +303,3 @@ class UpstreamSide(protocol.Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
         self.factory.client.upstream_lost()
-
-
-def _trusted(host: str, listener: Listener) -> bool:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return any(address in network for network in listener.accept_proxy)
-
-
-def _proxy_header(version: int, source: Address, destination: Address) -> bytes:
-    """The PROXY header naming the client; without addresses if they cannot be told (one
-    IPv4, one IPv6), as the spec has it for a connection of unknown origin."""
-    try:
-        return (encode_v2 if version == 2 else encode_v1)(source, destination)
-    except ValueError:
-        return encode_v2_local() if version == 2 else encode_v1_unknown()

@@ -1,0 +1,467 @@
+"""The L7 forwarding tier over real loopback sockets: `anycastedge serve` with HTTP listeners in
+front of HTTP endpoints run by the test; `requests` as the client, raw sockets where it cannot."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from tests.support.forward import HOST, POLL, Pop, backends_up, listener_ports, pop
+from tests.support.http_backend import EndpointServer, encode_frame, endpoints, read_frame
+from tests.support.server import wait_for
+
+
+def config(port: int, backends: dict[str, list[EndpointServer]], routes: str, extra: str = "",
+           backend_extra: str = "") -> str:  # fmt: skip
+    """pop.yaml's forward: with one HTTP listener ``web`` and the given backends."""
+    lines = [
+        "forward:",
+        "  listeners:",
+        "    web:",
+        f'      bind: "{HOST}:{port}"',
+        "      protocol: http",
+        f"      routes: {routes}",
+    ]
+    lines += [f"      {line}" for line in extra.splitlines() if line]
+    lines.append("  backends:")
+    for name, servers in backends.items():
+        addresses = ", ".join(f'{{address: "{HOST}:{s.port}"}}' for s in servers)
+        lines += [
+            f"    {name}:",
+            "      healthcheck: {kind: tcp, interval: 0.2}",
+            f"      endpoints: [{addresses}]",
+        ]
+        lines += [f"      {line}" for line in backend_extra.splitlines() if line]
+    return "\n".join(lines) + "\n"
+
+
+@contextlib.contextmanager
+def proxy(tmp_path: Path, backends: dict[str, list[EndpointServer]], routes: str = "[{backend: app}]",
+          extra: str = "", backend_extra: str = "") -> Iterator[tuple[Pop, str]]:  # fmt: skip
+    """serve with one HTTP listener; yields it and its base URL once every endpoint is up."""
+    ports = listener_ports("web")
+    forward = config(ports["web"], backends, routes, extra, backend_extra)
+    with pop(tmp_path, forward, ports) as p:
+        backends_up(p, *backends)
+        yield p, f"http://{HOST}:{ports['web']}"
+
+
+def raw(p: Pop, data: bytes, read_until_close: bool = True) -> bytes:
+    """Send ``data`` on a new connection; what comes back until the proxy closes (bounded)."""
+    with p.connect("web") as sock:
+        sock.sendall(data)
+        out = b""
+        deadline = time.monotonic() + POLL
+        while time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+            if not read_until_close and b"\r\n\r\n" in out:
+                break
+        return out
+
+
+def headers_of(body: dict[str, Any]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, value in body["headers"]:
+        out.setdefault(name.lower(), []).append(value)
+    return out
+
+
+# --- routing and keep-alive -------------------------------------------------------------------
+
+
+def test_host_and_path_routing_first_match_wins(tmp_path: Path) -> None:
+    routes = (
+        "[{host: api.example.com, path_prefix: /v1/, backend: api},"
+        ' {hosts: ["*.example.com"], backend: web},'
+        " {host: example.net, backend: web}]"
+    )
+    with endpoints("api", "web") as (api, web), proxy(
+        tmp_path, {"api": [api], "web": [web]}, routes
+    ) as (p, url):
+        def who(host: str, path: str) -> int | str:
+            r = requests.get(url + path, headers={"Host": host}, timeout=POLL)
+            return r.json()["endpoint"] if r.status_code == 200 else r.status_code
+
+        assert who("api.example.com", "/v1/users") == "api"
+        assert who("API.Example.COM.", "/v1/users") == "api"  # case and a trailing dot
+        assert who("api.example.com:8080", "/v1/x") == "api"  # any port
+        assert who("api.example.com", "/v2/users") == "web"  # falls to the wildcard
+        assert who("www.example.com", "/v1/users") == "web"
+        assert who("example.net", "/") == "web"
+        assert who("example.com", "/") == 404  # the wildcard is below the name only
+        assert who("other.test", "/") == 404
+        r = requests.get(url + "/", headers={"Host": "other.test"}, timeout=POLL)
+        assert r.text == "404 Not Found\n"
+        # The path is matched normalised: a dot-segment cannot dodge the /v1/ route.
+        sock_reply = raw(p, b"GET /v2/../v1/x HTTP/1.1\r\nHost: api.example.com\r\n"
+                            b"Connection: close\r\n\r\n")  # fmt: skip
+        assert b'"endpoint": "api"' in sock_reply
+        assert p.status()["listeners"][0]["routes"][0]["backend"] == "api"
+
+
+def test_keep_alive_both_ways_endpoints_see_fewer_connections(tmp_path: Path) -> None:
+    with endpoints("a", "b") as servers, proxy(tmp_path, {"app": servers}) as (p, url):
+        with requests.Session() as session:
+            bodies = [session.get(url + f"/echo/{i}", timeout=POLL).json() for i in range(40)]
+        assert {b["endpoint"] for b in bodies} == {"a", "b"}  # balanced per request
+        connections = sum(s.seen.connections for s in servers)
+        requests_seen = sum(len(s.seen.requests) for s in servers)
+        assert requests_seen == 40
+        assert connections <= 4  # reused from the pool, not one per request
+        status = p.status()["listeners"][0]
+        assert status["pool"]["reused"] >= 36
+
+
+def test_pipelined_requests_are_answered_in_order(tmp_path: Path) -> None:
+    with endpoints("a") as servers, proxy(tmp_path, {"app": servers}) as (p, _):
+        batch = b"".join(
+            b"GET /echo/%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(5)
+        ) + b"GET /echo/last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        reply = raw(p, batch)
+        paths = [json.loads(part.split(b"\r\n\r\n", 1)[1][: part.split(b"\r\n\r\n", 1)[1]
+                 .index(b"}") + 1])["path"] for part in reply.split(b"HTTP/1.1 200 OK")[1:]]  # fmt: skip
+        assert paths == [f"/echo/{i}" for i in range(5)] + ["/echo/last"]
+
+
+# --- bodies -----------------------------------------------------------------------------------
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def test_large_bodies_stream_both_ways_in_bounded_memory(tmp_path: Path) -> None:
+    """256 MiB up (Content-Length and chunked) and down (both framings): the proxy never holds
+    a body whole, so its RSS grows by far less than one."""
+    size = 256 << 20
+    block = bytes(range(256)) * 4096  # 1 MiB
+
+    def body() -> Iterator[bytes]:
+        for _ in range(size // len(block)):
+            yield block
+
+    expected = hashlib.sha256(block * (size // len(block))).hexdigest()
+    with endpoints("a") as servers, proxy(tmp_path, {"app": servers}) as (p, url):
+        before = rss_kib(p.server.pid)
+        with requests.Session() as s:
+            up = s.post(url + "/upload", data=body(), timeout=120)  # chunked: a generator
+            assert up.json()["length"] == size and up.json()["sha256"] == expected
+            up = s.post(url + "/upload", data=body(), timeout=120,
+                        headers={"Content-Length": str(size)})  # fmt: skip
+            assert up.json()["length"] == size and up.json()["sha256"] == expected
+            assert any(h[0].lower() == "transfer-encoding" for h in servers[0].seen.requests[0]["headers"])
+            for chunked in ("", "?chunked=1"):
+                r = s.get(url + f"/bytes/{size}{chunked}", stream=True, timeout=120)
+                digest = hashlib.sha256()
+                for piece in r.iter_content(1 << 20):
+                    digest.update(piece)
+                assert digest.hexdigest() == expected
+                te = r.headers.get("Transfer-Encoding")
+                assert (te == "chunked") if chunked else (r.headers["Content-Length"] == str(size))
+        grown = rss_kib(p.server.pid) - before
+        assert grown < 32 * 1024, grown  # KiB: far below one body (256 MiB)
+
+
+def test_expect_100_continue(tmp_path: Path) -> None:
+    """The client waits for 100 Continue before its body; the endpoint's 100 is passed on."""
+    with endpoints("a") as servers, proxy(tmp_path, {"app": servers}) as (p, _):
+        with p.connect("web") as sock:
+            sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                         b"Expect: 100-continue\r\n\r\n")  # fmt: skip
+            interim = sock.recv(4096)
+            assert interim.startswith(b"HTTP/1.1 100 Continue\r\n"), interim
+            sock.sendall(b"hello")
+            reply = b""
+            while b"}" not in reply:
+                chunk = sock.recv(65536)
+                assert chunk
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200 OK")
+        assert b'"length": 5' in reply
+
+
+def test_body_over_the_route_limit_is_413_before_the_endpoint_sees_it(tmp_path: Path) -> None:
+    routes = "[{path_prefix: /small/, backend: app, max_body: 1000}, {backend: app}]"
+    with endpoints("a") as servers, proxy(tmp_path, {"app": servers}, routes) as (p, url):
+        assert requests.post(url + "/small/x", data=b"x" * 1001, timeout=POLL).status_code == 413
+        chunked = requests.post(url + "/small/x", data=iter([b"x" * 600] * 2), timeout=POLL)
+        assert chunked.status_code == 413
+        assert requests.post(url + "/small/x", data=b"x" * 1000, timeout=POLL).status_code == 200
+        assert requests.post(url + "/big", data=b"x" * 5000, timeout=POLL).status_code == 200
+        assert [r["path"] for r in servers[0].seen.requests] == ["/small/x", "/big"]
+        assert p.status()["listeners"][0]["refused"]["body_too_large"] == 2
+
+
+# --- WebSocket --------------------------------------------------------------------------------
+
+
+def test_websocket_upgrade_is_tunnelled(tmp_path: Path) -> None:
+    with endpoints("a") as servers, proxy(tmp_path, {"app": servers}) as (p, _):
+        key = base64.b64encode(os.urandom(16))
+        with p.connect("web") as sock:
+            sock.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                         b"Sec-WebSocket-Key: " + key + b"\r\n\r\n")  # fmt: skip
+            stream = sock.makefile("rb")
+            status = stream.readline()
+            assert status.startswith(b"HTTP/1.1 101"), status
+            head = {}
+            while (line := stream.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode().partition(":")
+                head[name.strip().lower()] = value.strip()
+            accept = base64.b64encode(
+                hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC11B85").digest()
+            ).decode()
+            assert head["sec-websocket-accept"] == accept
+            assert head["upgrade"].lower() == "websocket"
+            for message in (b"hello", b"x" * 70_000):
+                sock.sendall(encode_frame(0x1, message, mask=True))
+                assert read_frame(stream) == (0x1, message)
+            sock.sendall(encode_frame(0x8, b"", mask=True))
+
+
+# --- client identity --------------------------------------------------------------------------
+
+
+def test_forwarding_headers_and_spoofed_ones_replaced(tmp_path: Path) -> None:
+    spoof = {
+        "X-Forwarded-For": "203.0.113.7",
+        "X-Real-IP": "203.0.113.7",
+        "Forwarded": "for=203.0.113.7",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "evil.test",
+    }
+    with endpoints("a") as servers, proxy(tmp_path, {"app": servers}) as (p, url):
+        got = headers_of(requests.get(url + "/echo", headers=spoof, timeout=POLL).json())
+        assert got["x-forwarded-for"] == ["127.0.0.1"]
+        assert got["x-real-ip"] == ["127.0.0.1"]
+        assert got["x-forwarded-proto"] == ["http"]
+        assert got["forwarded"] == [f'for=127.0.0.1;host="{url[7:]}";proto=http']
+        assert "x-forwarded-host" not in got
+        assert got["host"] == [url[7:]]  # preserved
+
+
+def test_forwarding_headers_of_a_trusted_upstream_are_kept(tmp_path: Path) -> None:
+    with endpoints("a") as servers, proxy(
+        tmp_path, {"app": servers}, extra="trusted_upstreams: [127.0.0.0/8]"
+    ) as (p, url):
+        sent = {
+            "X-Forwarded-For": "203.0.113.7",
+            "Forwarded": "for=203.0.113.7;proto=https",
+            "X-Real-IP": "203.0.113.7",
+            "X-Forwarded-Proto": "https",
+        }
+        got = headers_of(requests.get(url + "/echo", headers=sent, timeout=POLL).json())
+        assert got["x-forwarded-for"] == ["203.0.113.7, 127.0.0.1"]
+        assert got["x-real-ip"] == ["203.0.113.7"]
+        assert got["x-forwarded-proto"] == ["https"]
+        assert got["forwarded"][0].startswith("for=203.0.113.7;proto=https, for=127.0.0.1;")
+
+
+def test_hop_by_hop_headers_are_removed(tmp_path: Path) -> None:
+    with endpoints("a") as servers, proxy(tmp_path, {"app": servers}) as (p, _):
+        reply = raw(p, b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close, X-Secret\r\n"
+                       b"X-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\n"
+                       b"X-Kept: yes\r\n\r\n")  # fmt: skip
+        body = json.loads(reply.split(b"\r\n\r\n", 1)[1])
+        got = headers_of(body)
+        assert "x-secret" not in got and "keep-alive" not in got and "te" not in got
+        assert got["x-kept"] == ["yes"]
+        assert b"Connection: close" in reply.split(b"\r\n\r\n", 1)[0]
+
+
+# --- balancing, stickiness, retries, errors ----------------------------------------------------
+
+
+def test_sticky_cookie_keeps_a_client_on_its_endpoint_while_it_is_up(tmp_path: Path) -> None:
+    with endpoints("a", "b", "c") as servers, proxy(
+        tmp_path, {"app": servers}, backend_extra="sticky_cookie: AESTICKY"
+    ) as (p, url):
+        with requests.Session() as s:
+            first = s.get(url + "/echo", timeout=POLL)
+            cookie = s.cookies.get("AESTICKY")
+            assert cookie and "127.0.0.1" not in cookie
+            assert "HttpOnly" in first.headers["Set-Cookie"]
+            names = {s.get(url + "/echo", timeout=POLL).json()["endpoint"] for _ in range(12)}
+            assert names == {first.json()["endpoint"]}
+        # Without the cookie, requests spread again.
+        spread = {requests.get(url + "/echo", timeout=POLL).json()["endpoint"] for _ in range(12)}
+        assert len(spread) == 3
+
+
+def test_get_is_retried_on_another_endpoint_a_sent_post_is_not(tmp_path: Path) -> None:
+    with endpoints("a", "b") as servers, proxy(tmp_path, {"app": servers}) as (p, url):
+        # An endpoint that accepts and resets: a GET is retried elsewhere; a POST with a body
+        # that went out is not (it may have been acted on), so it gets 502.
+        dead = socket.socket()
+        dead.bind((HOST, 0))
+        dead.listen(16)
+        resetter = _resetter(dead)
+        try:
+            forward = p.config.read_text().replace(
+                f'{{address: "{HOST}:{servers[1].port}"}}',
+                f'{{address: "{HOST}:{dead.getsockname()[1]}"}}',
+            )
+            p.config.write_text(forward)
+            p.server.sighup()
+            wait_for(lambda: all(e["up"] for e in p.status()["backends"][0]["endpoints"]),
+                     POLL, "both endpoints up")  # fmt: skip
+            gets = [requests.get(url + "/echo", timeout=POLL) for _ in range(6)]
+            assert all(r.status_code == 200 and r.json()["endpoint"] == "a" for r in gets)
+            posts = [requests.post(url + "/upload", data=b"x" * 10, timeout=POLL)
+                     for _ in range(4)]  # fmt: skip
+            assert sorted(r.status_code for r in posts) == [200, 200, 502, 502]
+            log = p.server.log_text()
+            assert "upstream_error" in log
+        finally:
+            resetter.close()
+
+
+class _resetter:  # noqa: N801
+    """Accepts connections on ``sock`` and resets each after reading a little."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        import threading
+
+        self.sock = sock
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        import struct
+
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with contextlib.suppress(OSError):
+                conn.settimeout(POLL)
+                conn.recv(1)  # a health check sends nothing: it only connects
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_502_when_connects_fail_503_once_checks_say_down(tmp_path: Path) -> None:
+    with endpoints("a", "b") as servers, proxy(tmp_path, {"app": servers}) as (p, url):
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+        r = requests.get(url + "/echo", timeout=POLL)
+        assert r.status_code in (502, 503)
+        wait_for(lambda: not p.status()["backends"][0]["up"], POLL, "the backend down")
+        r = requests.get(url + "/echo", timeout=POLL)
+        assert r.status_code == 503 and r.text == "503 Service Unavailable\n"
+
+
+def test_a_burst_of_5xx_ejects_an_endpoint(tmp_path: Path) -> None:
+    with endpoints("a", "b") as servers, proxy(
+        tmp_path, {"app": servers}, backend_extra="ejection: {consecutive_5xx: 3, base_time: 60}"
+    ) as (p, url):
+        codes = [requests.get(url + "/status/500", timeout=POLL).status_code for _ in range(6)]
+        assert codes == [500] * 6
+        ejected = [e for e in p.status()["backends"][0]["endpoints"] if e["ejected"]]
+        assert len(ejected) == 1  # max_percent (50) keeps the other
+        names = {requests.get(url + "/echo", timeout=POLL).json()["endpoint"] for _ in range(6)}
+        assert len(names) == 1
+
+
+# --- limits -----------------------------------------------------------------------------------
+
+
+def test_slowloris_is_cut_at_the_header_deadline(tmp_path: Path) -> None:
+    with endpoints("a") as servers, proxy(
+        tmp_path, {"app": servers}, extra="header_timeout: 1"
+    ) as (p, url):
+        with p.connect("web") as sock:
+            started = time.monotonic()
+            sock.sendall(b"GET / HTTP/1.1\r\n")
+            reply = b""
+            # A header line now and then: each resets nothing.
+            while time.monotonic() - started < POLL:
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"X-A: b\r\n")
+                sock.settimeout(0.3)
+                try:
+                    chunk = sock.recv(4096)
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    break
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 408 Request Timeout")
+        assert p.status()["listeners"][0]["refused"]["header_timeout"] == 1
+        assert requests.get(url + "/echo", timeout=POLL).status_code == 200
+
+
+def test_oversized_and_too_many_headers_get_431(tmp_path: Path) -> None:
+    with endpoints("a") as servers, proxy(
+        tmp_path, {"app": servers}, extra="max_header_size: 4096\nmax_headers: 20"
+    ) as (p, url):
+        big = raw(p, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n")
+        assert big.startswith(b"HTTP/1.1 431 ")
+        many = b"".join(b"X-%d: v\r\n" % i for i in range(25))
+        assert raw(p, b"GET / HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n").startswith(b"HTTP/1.1 431 ")
+        # One huge header in many small pieces is cut too (the parser would gather it).
+        with p.connect("web") as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ")
+            reply = b""
+            with contextlib.suppress(OSError):
+                for _ in range(100):
+                    sock.sendall(b"a" * 100)
+                    time.sleep(0)  # separate segments
+                sock.settimeout(POLL)
+                reply = sock.recv(4096)
+            assert reply.startswith(b"HTTP/1.1 431 ")
+        assert servers[0].seen.requests == []
+        assert requests.get(url + "/echo", timeout=POLL).status_code == 200
+
+
+def test_malformed_requests_get_400_and_the_proxy_keeps_serving(tmp_path: Path) -> None:
+    with endpoints("a") as servers, proxy(tmp_path, {"app": servers}) as (p, url):
+        for junk in (b"\x00\x01\x02\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n",
+                     b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                     b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+                     b"GET /\r\n\r\n", b"GET / HTTP/1.1\r\n\r\n",
+                     b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"):  # fmt: skip
+            assert raw(p, junk).startswith(b"HTTP/1.1 400 "), junk
+        assert servers[0].seen.requests == []
+        assert requests.get(url + "/echo", timeout=POLL).status_code == 200
+
+
+def test_access_log_and_metrics(tmp_path: Path) -> None:
+    log_file = tmp_path / "access.log"
+    with endpoints("a") as servers, proxy(
+        tmp_path, {"app": servers}, extra=f"access_log: {log_file}"
+    ) as (p, url):
+        assert requests.get(url + "/echo/x?q=1", headers={"Host": "h.test"}, timeout=POLL).ok
+        assert requests.get(url + "/status/503", timeout=POLL).status_code == 503
+        wait_for(lambda: log_file.exists() and len(log_file.read_text().splitlines()) >= 2,
+                 POLL, "two access log lines")  # fmt: skip
+        first, second = log_file.read_text().splitlines()[:2]
+        assert ' h.test "GET /echo/x?q=1" 200 ' in first
+        assert f" app {HOST}:{servers[0].port} " in first
+        assert '"GET /status/503" 503 ' in second
+        metrics = p.server.metrics()
+        assert 'anycastedge_http_requests_total{backend="app",listener="web",route="*/",status="2xx"} 1.0' in metrics
+        assert 'anycastedge_http_requests_total{backend="app",listener="web",route="*/",status="5xx"} 1.0' in metrics
+        assert "anycastedge_http_request_duration_seconds_bucket" in metrics
