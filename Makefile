@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 DEBS   := bird2 bind9-dnsutils dnsperf nsd iproute2 procps prometheus
 APT_STAMP := $(VENV)/.debs
 # nginx's stream module is a separate package (a Recommends, which --no-install-recommends skips).
-BENCH_DEBS := haproxy nginx libnginx-mod-stream
+BENCH_DEBS := haproxy nginx libnginx-mod-stream wrk
 BENCH_APT_STAMP := $(VENV)/.bench-debs
 
 .PHONY: run test lint unit integration bench venv debs clean
@@ -35,7 +35,8 @@ $(APT_STAMP): Makefile | $(STAMP)
 	$(call apt_install,$(DEBS))
 	touch $@
 
-# Only `make bench` needs these (bench/l4_vs_haproxy.py): `make test` does not install them.
+# Only `make bench` needs these (bench/l4_vs_haproxy.py, bench/l7_vs_haproxy.py: wrk): `make test`
+# does not install them.
 $(BENCH_APT_STAMP): Makefile | $(STAMP)
 	$(call apt_install,$(BENCH_DEBS))
 	touch $@
@@ -61,6 +62,7 @@ bench: $(STAMP) $(APT_STAMP) $(BENCH_APT_STAMP)
 	$(BIN)/python bench/gslb_vs_static.py
 	$(BIN)/python bench/zone_scale.py
 	$(BIN)/python bench/l4_vs_haproxy.py
+	$(BIN)/python bench/l7_vs_haproxy.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
