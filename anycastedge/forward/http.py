@@ -43,6 +43,7 @@ from anycastedge.forward.model import Backend, Listener, ListenerHttp, Route, is
 from anycastedge.forward.pool import Pool, client_key
 from anycastedge.forward.proxy_protocol import NeedMore, ProxyHeaderError, header_for, parse
 from anycastedge.forward.routing import RouteTable, split_target
+from anycastedge.forward.tls import TlsError
 from anycastedge.forward.upstream import (
     PoolKey,
     UpstreamConnection,
@@ -570,7 +571,14 @@ class Exchange:
         self.sent_at = time.monotonic()
         client.pause("connect")
         if backend.http.tls and f.client_tls is not None:
-            creator = f.client_tls(backend, key[2])
+            try:
+                creator = f.client_tls(backend, key[2])
+            except TlsError:
+                client.resume("connect")
+                f.upstreams.failed((endpoint.host, endpoint.port))
+                self.release_endpoint()
+                self.local(502, "upstream_error")  # no name to verify the endpoint by
+                return
             f.reactor.connectSSL(endpoint.host, endpoint.port, factory, creator, timeout=timeout)
         else:
             f.reactor.connectTCP(endpoint.host, endpoint.port, factory, timeout=timeout)

@@ -22,6 +22,7 @@ from anycastedge.forward.http_stats import AccessLog
 from anycastedge.forward.model import HTTP_PROTOCOLS, Backend, ForwardConfig, Listener
 from anycastedge.forward.pool import Pool
 from anycastedge.forward.tcp import TcpListener
+from anycastedge.forward.tls import ClientTls, ServerTls, TlsError
 from anycastedge.forward.udp import UdpListener
 from anycastedge.forward.upstream import UpstreamPools
 from anycastedge.health.check import CheckTarget
@@ -39,12 +40,16 @@ def check_target(backend: Backend, index: int) -> CheckTarget:
 class Running:
     """One listener's socket and the protocol object behind it."""
 
-    __slots__ = ("listener", "handler", "port")
+    __slots__ = ("listener", "handler", "port", "tls")
 
     def __init__(
-        self, listener: Listener, handler: TcpListener | UdpListener | HttpListener, port: Any
+        self,
+        listener: Listener,
+        handler: TcpListener | UdpListener | HttpListener,
+        port: Any,
+        tls: ServerTls | None = None,
     ) -> None:
-        self.listener, self.handler, self.port = listener, handler, port
+        self.listener, self.handler, self.port, self.tls = listener, handler, port, tls
 
 
 class ForwardService(service.Service):
@@ -66,6 +71,7 @@ class ForwardService(service.Service):
         self._targets: dict[CheckTarget, list[tuple[str, int]]] = {}
         self.upstreams = UpstreamPools(reactor)  # idle keep-alive connections of HTTP listeners
         self.access_logs: dict[str, AccessLog] = {}  # by file ("-": standard output)
+        self.client_tls: dict[str, ClientTls] = {}  # by backend: HTTPS to its endpoints
         self._flusher = task.LoopingCall(self.flush_logs)
         self._flusher.clock = reactor
         self.apply(config)
@@ -77,6 +83,8 @@ class ForwardService(service.Service):
         self.pools = {
             b.name: Pool.build(b, self.clock, self.pools.get(b.name)) for b in config.backends
         }
+        # Raises TlsError for an unreadable CA file: config validation has checked it already.
+        self.client_tls = {b.name: ClientTls(b.http) for b in config.backends if b.http.tls}
         targets: dict[CheckTarget, list[tuple[str, int]]] = {}
         for backend in config.backends:
             for i in range(len(backend.endpoints)):
@@ -103,6 +111,8 @@ class ForwardService(service.Service):
                 current.handler.listener = listener
                 if isinstance(current.handler, HttpListener):
                     current.handler.access_log = self.access_log(listener)
+                if current.tls is not None and listener.http is not None and listener.http.tls:
+                    self._reload_tls(name, current.tls, listener)
                 continue
             if current is not None:
                 self._stop(name)
@@ -114,25 +124,49 @@ class ForwardService(service.Service):
             return self.pools[handler.listener.backend]
 
         handler: TcpListener | UdpListener | HttpListener
+        tls = None
         if listener.protocol == "udp":
             handler = UdpListener(listener, pool, self.reactor)
             port = self.reactor.listenUDP(listener.port, handler, interface=listener.host)
         elif listener.protocol in HTTP_PROTOCOLS:
             handler = HttpListener(
-                listener, self.pools.get, self.reactor, self.upstreams, self.access_log(listener)
+                listener,
+                self.pools.get,
+                self.reactor,
+                self.upstreams,
+                self.access_log(listener),
+                lambda backend, name: self.client_tls[backend.name].creator(name),
             )
-            port = self.reactor.listenTCP(
-                listener.port, handler, backlog=1024, interface=listener.host
-            )
+            if listener.http is not None and listener.http.tls is not None:
+                tls = ServerTls(listener.http.tls)  # TlsError: serve refuses to start
+                port = self.reactor.listenSSL(
+                    listener.port, handler, tls, backlog=1024, interface=listener.host
+                )
+            else:
+                port = self.reactor.listenTCP(
+                    listener.port, handler, backlog=1024, interface=listener.host
+                )
         else:
             handler = TcpListener(listener, pool, self.reactor)
             port = self.reactor.listenTCP(
                 listener.port, handler, backlog=1024, interface=listener.host
             )
-        self.active[listener.name] = Running(listener, handler, port)
+        self.active[listener.name] = Running(listener, handler, port, tls)
         log.info("forward listener {name} on {bind}/{proto} -> {to}",
                  name=listener.name, bind=listener.bind, proto=listener.protocol,
                  to=_destination(listener))  # fmt: skip
+
+    def _reload_tls(self, name: str, tls: ServerTls, listener: Listener) -> None:
+        """Certificates read anew (a reload): new connections get them; on error the ones
+        loaded before stay."""
+        assert listener.http is not None and listener.http.tls is not None
+        try:
+            tls.reload(listener.http.tls)
+        except TlsError as exc:
+            log.error("listener {name}: certificates not reloaded, still serving the previous "
+                      "ones: {exc}", name=name, exc=str(exc))  # fmt: skip
+        else:
+            log.info("listener {name}: certificates reloaded", name=name)
 
     def access_log(self, listener: Listener) -> AccessLog | None:
         """The access log an HTTP listener writes to (shared by listeners naming one file)."""
