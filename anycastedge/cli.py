@@ -169,7 +169,16 @@ def cmd_forward_check(args: argparse.Namespace) -> int:
     config = _pop_config(args)  # a ConfigError is printed by main, with every problem
     forward = config.forward
     for lst in forward.listeners:
-        print(f"listener {lst.name}: {lst.bind}/{lst.protocol} -> {lst.backend}")
+        if lst.http is None:
+            print(f"listener {lst.name}: {lst.bind}/{lst.protocol} -> {lst.backend}")
+            continue
+        tls = lst.http.tls
+        extra = f", TLS {tls.min_version}+, {len(tls.certificates)} certificate(s)" if tls else ""
+        print(f"listener {lst.name}: {lst.bind}/{lst.protocol}{extra}, first matching route:")
+        for route in lst.http.routes:
+            limit = "" if route.max_body is None else f" (max_body {route.max_body})"
+            hosts = ", ".join(route.hosts) or "any host"
+            print(f"  {hosts} {route.path_prefix} -> {route.backend}{limit}")
     for backend in forward.backends:
         endpoints = ", ".join(f"{e} w{e.weight}" for e in backend.endpoints)
         check = backend.healthcheck

@@ -209,7 +209,7 @@ def load_pop(path: Path | str) -> PopConfig:
     if control.listen is not None:
         taken[("tcp", control.listen)] = "control.listen"
     forward_r = r.child("forward")
-    forward = read_forward(forward_r, taken)
+    forward = read_forward(forward_r, taken, base)
     forward_r.finish()
     r.finish()
     if problems:

@@ -98,11 +98,7 @@ class HttpListener(protocol.Factory):
         self.active = 0
         self.accepted = 0
         self.sticky: dict[tuple[str, str, int], bytes] = {}
-        self._listener = listener
-        self.http: ListenerHttp = _http(listener)
-        self.routes = RouteTable(self.http.routes)
-        self.labels = {id(r): route_label(r) for r in self.http.routes}
-        self.proto = b"https" if listener.protocol == "https" else b"http"
+        self.listener = listener
 
     @property
     def listener(self) -> Listener:
@@ -113,8 +109,11 @@ class HttpListener(protocol.Factory):
     def listener(self, listener: Listener) -> None:
         # A reload: new routes and limits for the next requests; open connections stay.
         self._listener = listener
-        self.http = _http(listener)
-        self.routes = RouteTable(self.http.routes)
+        self.http: ListenerHttp = _http(listener)
+        https = listener.protocol == "https"
+        self.proto = b"https" if https else b"http"
+        # A Host without a port names the scheme's default port.
+        self.routes = RouteTable(self.http.routes, default_port=443 if https else 80)
         self.labels = {id(r): route_label(r) for r in self.http.routes}
 
     def buildProtocol(self, addr: Any) -> protocol.Protocol | None:  # noqa: N802

@@ -74,7 +74,9 @@ class BackendHttp:
     verify: bool = True  # with tls: the endpoint's certificate must be valid for server_name
     ca_file: str | None = None  # with tls: trust these CAs instead of the system's
     server_name: str | None = None  # with tls: SNI and the name verified; default: the Host
-    sticky_cookie: str | None = None  # cookie naming the endpoint a client sticks to
+    # Cookie naming the endpoint a client sticks to; in pop.yaml the backend's own
+    # sticky_cookie:, beside balance: (both choose endpoints), not a key of http:.
+    sticky_cookie: str | None = None
     pool_size: int = 256  # idle keep-alive connections kept per endpoint
     pool_idle_timeout: float = 4.0  # seconds an idle pooled connection is kept
     max_connections: int = 0  # per endpoint, busy and idle together; 0: no cap
@@ -164,7 +166,8 @@ class Listener:
     backend: str  # tcp and udp; "" for http and https
     max_connections: int = 10_000  # TCP connections, or UDP flows, at once
     connect_timeout: float = 5.0  # TCP: per endpoint tried
-    # TCP: no byte either way; UDP: a flow with no datagram; HTTP: between requests
+    # TCP: no byte either way; UDP: a flow with no datagram; HTTP: between requests.
+    # pop.yaml's default depends on the protocol: tcp 300, udp 30, http and https 60.
     idle_timeout: float = 300.0
     connect_attempts: int = 3  # TCP: endpoints tried before the client is closed
     accept_proxy: tuple[IPNetwork, ...] = ()  # TCP: peers whose PROXY v1/v2 header is taken

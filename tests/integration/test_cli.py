@@ -550,6 +550,9 @@ def test_forward_check_prints_what_it_would_forward_or_every_problem(tmp_path: P
     path.write_text(
         "pop: t\nforward:\n  listeners:\n"
         '    web: {bind: "127.0.0.1:8080", protocol: tcp, backend: web}\n'
+        '    site: {bind: "127.0.0.1:8081", protocol: http, routes: [\n'
+        "      {host: api.example.com, path_prefix: /v1/, backend: web, max_body: 1024},\n"
+        '      {hosts: ["*.example.com", "example.com:8081"], backend: web}, {backend: web}]}\n'
         "  backends:\n"
         '    web: {balance: maglev, endpoints: [{address: "127.0.0.1:8081", weight: 2}]}\n'
     )
@@ -557,15 +560,20 @@ def test_forward_check_prints_what_it_would_forward_or_every_problem(tmp_path: P
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.splitlines() == [
         "listener web: 127.0.0.1:8080/tcp -> web",
+        "listener site: 127.0.0.1:8081/http, first matching route:",
+        "  api.example.com /v1/ -> web (max_body 1024)",
+        "  *.example.com, example.com:8081 / -> web",
+        "  any host / -> web",
         "backend web: maglev, tcp check every 2s: 127.0.0.1:8081 w2",
-        "1 listener(s), 1 backend(s) OK",
+        "2 listener(s), 1 backend(s) OK",
     ]
-    broken = path.read_text().replace("maglev", "magic").replace("backend: web", "backend: x")
+    broken = path.read_text().replace("maglev", "magic")
+    broken = broken.replace("tcp, backend: web", "tcp, backend: x")
     path.write_text(broken)
     bad = anycastedge("forward", "check", "-c", str(path))
     assert bad.returncode == 1
     assert bad.stderr.splitlines() == [
-        f"ERROR {path}, line 6, column 11: forward.backends.web.balance: must be one of "
+        f"ERROR {path}, line 9, column 11: forward.backends.web.balance: must be one of "
         "round_robin, weighted, least_conn, p2c, least_time, source_hash, maglev, not 'magic'",
         f"ERROR {path}, line 4, column 50: forward.listeners.web.backend: no backend 'x' "
         "(defined: web)",

@@ -44,7 +44,7 @@ def test_consecutive_connect_failures_eject_for_a_growing_capped_time() -> None:
     """After `consecutive_failures` in a row the endpoint is out for base_time x ejections,
     capped at max_time; a success in between resets the count."""
     clock = Clock()
-    pool = up_pool(backend(4, ejection=Ejection(3, 10.0, 25.0, 50)), clock)
+    pool = up_pool(backend(4, ejection=Ejection(3, base_time=10.0, max_time=25.0)), clock)
     pool.connect_failed(0)
     pool.connect_failed(0)
     pool.connected(0, 0.001)
@@ -72,7 +72,7 @@ def test_consecutive_connect_failures_eject_for_a_growing_capped_time() -> None:
 
 def test_a_passing_active_check_brings_an_ejected_endpoint_back() -> None:
     clock = Clock()
-    pool = up_pool(backend(4, ejection=Ejection(1, 30.0, 300.0, 50)), clock)
+    pool = up_pool(backend(4, ejection=Ejection(1)), clock)
     pool.connect_failed(2)
     assert 2 not in pool.usable()
     pool.check_result(2, True, True)
@@ -88,7 +88,7 @@ def test_a_passing_active_check_brings_an_ejected_endpoint_back() -> None:
 def test_never_more_than_max_percent_ejected(n: int, percent: int, failing: list[int]) -> None:
     """Whatever fails, ejected endpoints never exceed max_percent of the backend."""
     clock = Clock()
-    pool = up_pool(backend(n, ejection=Ejection(1, 30.0, 300.0, percent)), clock)
+    pool = up_pool(backend(n, ejection=Ejection(1, max_percent=percent)), clock)
     for index in failing:
         pool.connect_failed(index % n)
         ejected = sum(pool.is_ejected(i) for i in range(n))
