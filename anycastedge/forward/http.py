@@ -54,6 +54,7 @@ from anycastedge.forward.upstream import (
 
 log = Logger()
 PROXY_HEADER_TIMEOUT = 5.0
+LINGER = 2.0  # seconds a connection closed after an error answer still drains the client
 
 _STATUS_TEXT = {
     400: b"Bad Request",
@@ -66,6 +67,8 @@ _STATUS_TEXT = {
     504: b"Gateway Timeout",
 }
 _NO_BODY_STATUS = frozenset({204, 304})
+# Answers after which the client's connection cannot be trusted to be in step: closed.
+_CLOSING = frozenset({400, 408, 413, 431})
 # How a response body goes to the client.
 _NONE, _AS_IS, _CHUNKED, _UNTIL_CLOSE = 0, 1, 2, 3
 
@@ -152,7 +155,8 @@ class _Pauser:
         self.client.resume("upstream")
 
     def stopProducing(self) -> None:  # noqa: N802
-        self.client.abort()
+        """The upstream connection is gone: the exchange decides what becomes of the client
+        (a retry elsewhere, an error answer), not this."""
 
 
 class ClientConnection(protocol.Protocol):
@@ -177,7 +181,8 @@ class ClientConnection(protocol.Protocol):
         self.trusted = False
         self.awaiting_proxy = False
         self.proxy_buffer = b""
-        self.closing = False
+        self.closing = False  # an error answer: no further request on this connection
+        self.draining = False
         self.closed = False
         self.tunnel: UpstreamConnection | None = None
         self.private: UpstreamConnection | None = None  # PROXY-protocol backends: not shared
@@ -217,8 +222,11 @@ class ClientConnection(protocol.Protocol):
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         if self.tunnel is not None:
+            self.timer.reset(self.factory.listener.idle_timeout)
             self.tunnel.transport.write(data)
             return
+        if self.closing:
+            return  # an error answer is out: nothing more is read as requests
         if self.awaiting_proxy:
             data = self.read_proxy(data)
             if not data:
@@ -317,17 +325,30 @@ class ClientConnection(protocol.Protocol):
             raise _Refused(431, "header_too_large")
 
     def on_headers_complete(self) -> None:
+        # Read from the parser now: by the time a held request is replayed, it has moved on.
+        parser = self.parser
+        head = (
+            parser.get_method(),
+            parser.get_http_version(),
+            parser.should_keep_alive(),
+            parser.should_upgrade(),
+        )
         if self.holding:
-            self.held.append((ClientConnection.on_headers_complete, (self,)))
+            self.held.append((ClientConnection.head_complete, (self, *head)))
+            return
+        self.head_complete(*head)
+
+    def head_complete(
+        self, method: bytes, version: str, keep_alive: bool, upgrade: bool
+    ) -> None:
+        if self.closing:
             return
         self.in_head = False
         self.timer.reset(self.factory.listener.idle_timeout)
-        self.begin(
-            self.parser.get_method(),
-            self.parser.get_http_version() == "1.1",
-            self.parser.should_keep_alive(),
-            self.parser.should_upgrade(),
-        )
+        if version not in ("1.1", "1.0"):
+            self.refuse(400, "bad_request")  # HTTP/0.9 has no headers: no Host, no framing
+            return
+        self.begin(method, version == "1.1", keep_alive, upgrade)
 
     def on_body(self, body: bytes) -> None:
         if self.holding:
@@ -367,7 +388,9 @@ class ClientConnection(protocol.Protocol):
                 length = int(value)
             elif low == b"transfer-encoding":
                 chunked = b"chunked" in value.lower()
-        exchange = Exchange(self, method, url, host, http11, keep_alive, upgrade, length, chunked)
+        exchange = Exchange(
+            self, method, url, headers, host, http11, keep_alive, upgrade, length, chunked
+        )
         self.exchange = exchange
         if hosts > 1 or (http11 and hosts == 0):
             exchange.local(400, "bad_request")  # RFC 9112 3.2: exactly one Host
@@ -389,9 +412,12 @@ class ClientConnection(protocol.Protocol):
         if exchange is not self.exchange:
             return
         self.exchange = None
-        if self.closed:
+        if self.closed or self.tunnel is not None:
             return
-        if not keep_alive or self.closing:
+        if self.closing:
+            self.linger()
+            return
+        if not keep_alive:
             self.transport.loseConnection()
             return
         self.timer.reset(self.factory.listener.idle_timeout)
@@ -416,6 +442,19 @@ class ClientConnection(protocol.Protocol):
             return
         self.refuse(400, "bad_request")
 
+    def linger(self) -> None:
+        """Close after an error answer with the request maybe not read whole: stop writing, then
+        read and drop what the client still sends for a moment, so that the reset a close with
+        unread data causes does not destroy the answer before the client read it (nginx's
+        lingering close)."""
+        self.draining = True
+        if self.factory.proto == b"https":
+            self.transport.loseConnection()  # TLS has no half-close
+            return
+        self.transport.loseWriteConnection()
+        self.stop_timer()
+        self.timer = self.factory.reactor.callLater(LINGER, self.abort)
+
     def refuse(self, status: int, reason: str) -> None:
         """Answer ``status`` and close: the rest of what the client sent cannot be read."""
         self.closing = True
@@ -425,7 +464,7 @@ class ClientConnection(protocol.Protocol):
             self.abort()
             return
         if exchange is None:
-            exchange = Exchange(self, b"-", self.url, None, True, False, False, None, False)
+            exchange = Exchange(self, b"-", self.url, [], None, True, False, False, None, False)
             self.exchange = exchange
         exchange.local(status, reason)
 
@@ -433,11 +472,12 @@ class ClientConnection(protocol.Protocol):
         """No complete head (or body piece) in time: 408 if a request had begun; else idle."""
         exchange = self.exchange
         if self.in_head or (exchange is not None and exchange.body_pending):
-            self.timer = self.factory.reactor.callLater(1.0, self.abort)  # time to flush a 408
             self.refuse(408, "header_timeout")
-        elif exchange is None:
+        elif exchange is None or self.tunnel is not None:
             self.timer = None
             self.transport.loseConnection()
+            if self.tunnel is not None:
+                self.tunnel.transport.loseConnection()
         else:
             # The request is sent and waits for its response: the backend's timeout rules.
             self.timer = self.factory.reactor.callLater(
@@ -472,8 +512,8 @@ class Exchange:
     """One request and its response."""
 
     __slots__ = (
-        "client", "method", "target", "host", "http11", "keep_alive", "upgrade", "length",
-        "chunked", "route", "max_body", "started", "body_seen", "request_done", "body_pending",
+        "client", "method", "target", "headers", "host", "http11", "keep_alive", "upgrade",
+        "length", "chunked", "route", "max_body", "started", "body_seen", "request_done", "body_pending",
         "pool", "index", "counted", "tried", "conn", "response_started", "status", "framing",
         "until_close", "bytes_out", "reason", "sent_at", "head_at", "head", "buffered", "done",
         "retried_stale", "set_cookie", "endpoint",
@@ -484,6 +524,7 @@ class Exchange:
         client: ClientConnection,
         method: bytes,
         target: bytes,
+        headers: list[tuple[bytes, bytes]],
         host: bytes | None,
         http11: bool,
         keep_alive: bool,
@@ -494,6 +535,7 @@ class Exchange:
         self.client = client
         self.method = method
         self.target = target
+        self.headers = headers
         self.host = host
         self.http11 = http11
         self.keep_alive = keep_alive
@@ -597,7 +639,7 @@ class Exchange:
                 and not f.upstreams.idle_count(s.endpoint.host_port())
             }
         if cookie is not None:
-            wanted = cookie_value(self.client.headers, cookie.encode())
+            wanted = cookie_value(self.headers, cookie.encode())
             if wanted is not None:
                 for i in pool.usable():
                     e = pool.stats[i].endpoint
@@ -627,14 +669,14 @@ class Exchange:
             start = target.find(b"/", target.find(b"://") + 3)  # absolute-form: origin-form
             target = target[start:] if start >= 0 else b"/"
         parts = [self.method, b" ", target, b" HTTP/1.1\r\n"]
-        for name, value in end_to_end(client.headers, BUILT if client.trusted else SPOOFABLE):
+        for name, value in end_to_end(self.headers, BUILT if client.trusted else SPOOFABLE):
             parts += (name, b": ", value, b"\r\n")
         proto = client.factory.proto
-        for name, value in forwarding(client.headers, client.client, proto, self.host,
+        for name, value in forwarding(self.headers, client.client, proto, self.host,
                                       client.trusted):  # fmt: skip
             parts += (name, b": ", value, b"\r\n")
         if self.upgrade:
-            for name, value in client.headers:
+            for name, value in self.headers:
                 if name.lower() == b"upgrade":
                     parts += (b"Upgrade: ", value, b"\r\n")
             parts.append(b"Connection: upgrade\r\n")
@@ -809,7 +851,7 @@ class Exchange:
         conn.transport.unregisterProducer()
         client.transport.registerProducer(conn.transport, True)
         conn.transport.registerProducer(client.transport, True)
-        client.stop_timer()
+        client.timer.reset(client.factory.listener.idle_timeout)  # the tunnel's idle timeout
         if self.buffered:
             conn.transport.write(b"".join(self.buffered))
             self.buffered = []
@@ -834,6 +876,7 @@ class Exchange:
             return
         self.conn = None
         self.release_endpoint()
+        self.unhook(conn)
         if self.until_close and self.status:
             self.response_complete(False)  # a response without length ends with the close
             return
@@ -897,7 +940,7 @@ class Exchange:
         if self.response_started or client.closed:
             self.abort_both()
             return
-        if self.body_pending and not self.request_done:
+        if status in _CLOSING or (self.body_pending and not self.request_done):
             client.closing = True
         text = _STATUS_TEXT[status]
         body = b"%d %s\n" % (status, text)

@@ -131,7 +131,7 @@ class ForwardService(service.Service):
         elif listener.protocol in HTTP_PROTOCOLS:
             handler = HttpListener(
                 listener,
-                self.pools.get,
+                lambda name: self.pools.get(name),  # the pools now: a reload replaces them
                 self.reactor,
                 self.upstreams,
                 self.access_log(listener),

@@ -76,6 +76,7 @@ class UpstreamConnection(protocol.Protocol):
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         if self.tunnel is not None:
+            self.tunnel.timer.reset(self.tunnel.factory.listener.idle_timeout)
             self.tunnel.transport.write(data)
             return
         owner = self.owner

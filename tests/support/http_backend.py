@@ -40,6 +40,7 @@ class Seen:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # head and body are separate writes: no 40 ms between them
     server: EndpointServer
     timeout = 30
 
