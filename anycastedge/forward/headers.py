@@ -7,6 +7,7 @@ them); nothing here parses HTTP. Header names compare case-insensitively.
 from __future__ import annotations
 
 import hashlib
+import re
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -30,7 +31,7 @@ SPOOFABLE = BUILT | {b"x-forwarded-host", b"x-forwarded-port", b"x-forwarded-ser
 # Retried after the request went out only if it also had no body (Twisted's _shouldRetry).
 RETRYABLE = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"DELETE"})
 
-_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 def connection_tokens(headers: Headers) -> frozenset[bytes]:
@@ -61,7 +62,7 @@ def _forwarded_node(address: str) -> bytes:
 
 def _forwarded_value(value: bytes) -> bytes:
     """A token as it is, anything else as a quoted-string."""
-    if value and all(c in _TOKEN for c in value):
+    if _TOKEN.fullmatch(value):
         return value
     return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 

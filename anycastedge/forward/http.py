@@ -50,6 +50,7 @@ from anycastedge.forward.upstream import (
     UpstreamFactory,
     UpstreamPools,
     no_delay,
+    write_now,
 )
 
 log = Logger()
@@ -177,6 +178,7 @@ class ClientConnection(protocol.Protocol):
         self.head_bytes = 0
         self.client = ""  # the client's address (a trusted peer's PROXY header may name it)
         self.client_port = 0
+        self.client_key: bytes | None = None
         self.peer = ""
         self.trusted = False
         self.awaiting_proxy = False
@@ -269,6 +271,7 @@ class ClientConnection(protocol.Protocol):
         self.awaiting_proxy = False
         if parsed.source is not None:
             self.client, self.client_port = parsed.source
+            self.client_key = None
         rest = self.proxy_buffer[parsed.length :]
         self.proxy_buffer = b""
         self.timer.cancel()
@@ -484,6 +487,12 @@ class ClientConnection(protocol.Protocol):
                 self.factory.listener.idle_timeout, self.timed_out
             )
 
+    def key(self) -> bytes:
+        """The client's address as hashing balancers take it (worked out once)."""
+        if self.client_key is None:
+            self.client_key = client_key(self.client)
+        return self.client_key
+
     def stop_timer(self) -> None:
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
@@ -513,10 +522,10 @@ class Exchange:
 
     __slots__ = (
         "client", "method", "target", "headers", "host", "http11", "keep_alive", "upgrade",
-        "length", "chunked", "route", "max_body", "started", "body_seen", "request_done", "body_pending",
-        "pool", "index", "counted", "tried", "conn", "response_started", "status", "framing",
+        "length", "chunked", "route", "max_body", "started", "body_seen", "request_done",
+        "body_pending", "pool", "index", "counted", "tried", "conn", "response_started", "status", "framing",
         "until_close", "bytes_out", "reason", "sent_at", "head_at", "head", "buffered", "done",
-        "retried_stale", "set_cookie", "endpoint",
+        "retried_stale", "set_cookie", "endpoint", "held_head",
     )  # fmt: skip
 
     def __init__(
@@ -567,6 +576,7 @@ class Exchange:
         self.retried_stale = False
         self.set_cookie: bytes | None = None
         self.endpoint = ""
+        self.held_head = b""  # the response head, until its body's first piece comes
 
     # --- choosing an endpoint and sending
 
@@ -645,7 +655,7 @@ class Exchange:
                     e = pool.stats[i].endpoint
                     if i not in exclude and f.sticky_id(backend.name, e.host, e.port) == wanted:
                         return i
-        index = pool.pick(client_key(self.client.client), exclude)
+        index = pool.pick(self.client.key(), exclude)
         if index is not None and cookie is not None:
             e = pool.stats[index].endpoint
             value = f.sticky_id(backend.name, e.host, e.port)
@@ -748,9 +758,9 @@ class Exchange:
         assert conn is not None
         conn.busy()
         if self.chunked:
-            conn.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+            write_now(conn.transport, b"%x\r\n%s\r\n" % (len(data), data))
         else:
-            conn.transport.write(data)
+            write_now(conn.transport, data)
 
     def request_complete(self) -> None:
         """The request has been read whole (its body too)."""
@@ -812,8 +822,15 @@ class Exchange:
         elif not self.http11:
             out.append((b"Connection", b"keep-alive"))
         self.response_started = True
-        self.write(_head(status, reason, out))
+        # Held until the body's first piece or the end of what the endpoint sent this time:
+        # a small response then leaves in one send, not two.
+        self.held_head = _head(status, reason, out)
         return True
+
+    def flush(self) -> None:
+        """Send a held response head (the endpoint's data so far is handled)."""
+        if self.held_head:
+            self.write(b"")
 
     def response_body(self, data: bytes) -> None:
         """A piece of the response body."""
@@ -824,8 +841,7 @@ class Exchange:
 
     def response_complete(self, reusable: bool) -> None:
         """The response ended: its connection goes back to the pool if both sides allow."""
-        if self.framing == _CHUNKED:
-            self.write(b"0\r\n\r\n")
+        self.write(b"0\r\n\r\n" if self.framing == _CHUNKED else b"")
         conn, self.conn = self.conn, None
         if conn is not None:
             self.detach(conn, reusable and self.request_done)
@@ -964,8 +980,10 @@ class Exchange:
         )
 
     def write(self, data: bytes) -> None:
+        if self.held_head:
+            data, self.held_head = self.held_head + data, b""
         self.bytes_out += len(data)
-        self.client.transport.write(data)
+        write_now(self.client.transport, data)
 
     def detach(self, conn: UpstreamConnection, reusable: bool) -> None:
         """Done with ``conn``: back to the pool if it can carry another request, else closed."""
