@@ -606,7 +606,7 @@ class Exchange:
         endpoint = stats.endpoint
         self.endpoint = str(endpoint)
         if not self.head:
-            self.head = self.request_head(backend)
+            self.head = self.request_head(backend, self.endpoint)
         key = self.pool_key(backend, endpoint.host, endpoint.port)
         if backend.proxy_protocol:
             conn = client.private  # its PROXY header names this client: never shared
@@ -671,7 +671,7 @@ class Exchange:
         private = id(self.client) if backend.proxy_protocol else 0
         return (host, port, server_name, private)
 
-    def request_head(self, backend: Backend) -> bytes:
+    def request_head(self, backend: Backend, endpoint: str) -> bytes:
         """The request as the endpoint gets it: hop-by-hop fields out, the client named."""
         client = self.client
         target = self.target
@@ -679,6 +679,9 @@ class Exchange:
             start = target.find(b"/", target.find(b"://") + 3)  # absolute-form: origin-form
             target = target[start:] if start >= 0 else b"/"
         parts = [self.method, b" ", target, b" HTTP/1.1\r\n"]
+        if self.host is None:
+            # An HTTP/1.0 request without Host: HTTP/1.1 to the endpoint needs one.
+            parts += (b"Host: ", endpoint.encode(), b"\r\n")
         for name, value in end_to_end(self.headers, BUILT if client.trusted else SPOOFABLE):
             parts += (name, b": ", value, b"\r\n")
         proto = client.factory.proto

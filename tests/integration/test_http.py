@@ -504,3 +504,159 @@ def test_access_log_and_metrics(tmp_path: Path) -> None:
         assert f'anycastedge_http_requests_total{{{labels},status="2xx"}} 1.0' in metrics
         assert f'anycastedge_http_requests_total{{{labels},status="5xx"}} 1.0' in metrics
         assert "anycastedge_http_request_duration_seconds_bucket" in metrics
+
+
+# --- framing edge cases, against a raw endpoint -----------------------------------------------
+
+
+class RawEndpoint:
+    """An endpoint that answers every request on a connection with ``reply`` (bytes), closing
+    after it when ``close``; records the requests' heads."""
+
+    def __init__(self, reply: bytes, close: bool) -> None:
+        import threading
+
+        self.reply, self.close = reply, close
+        self.heads: list[bytes] = []
+        self.closed = 0  # connections that carried a request, then were closed by the proxy
+        self.sock = socket.socket()
+        self.sock.bind((HOST, 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self.run, daemon=True).start()
+
+    def run(self) -> None:
+        import threading
+
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), conn:
+            conn.settimeout(POLL)
+            data = b""
+            while True:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        self.closed += bool(self.heads)
+                        return
+                    data += chunk
+                head, data = data.split(b"\r\n\r\n", 1)
+                self.heads.append(head)
+                conn.sendall(self.reply)
+                if self.close:
+                    return
+
+    def stop(self) -> None:
+        self.sock.close()
+
+
+@contextlib.contextmanager
+def raw_proxy(
+    tmp_path: Path, endpoint: RawEndpoint, backend_extra: str = "", check: str = ""
+) -> Iterator[tuple[Pop, str]]:
+    ports = listener_ports("web")
+    forward = (
+        "forward:\n  listeners:\n    web:\n"
+        f'      bind: "{HOST}:{ports["web"]}"\n      protocol: http\n'
+        "      routes: [{backend: app}]\n  backends:\n    app:\n"
+        f"      healthcheck: {{kind: tcp, interval: 0.2{check}}}\n"
+        f'      endpoints: [{{address: "{HOST}:{endpoint.port}"}}]\n'
+        + "".join(f"      {line}\n" for line in backend_extra.splitlines())
+    )
+    try:
+        with pop(tmp_path, forward, ports) as p:
+            backends_up(p, "app")
+            yield p, f"http://{HOST}:{ports['web']}"
+    finally:
+        endpoint.stop()
+
+
+def test_a_response_delimited_by_close_is_rechunked_for_1_1_and_closes_1_0(
+    tmp_path: Path,
+) -> None:
+    endpoint = RawEndpoint(b"HTTP/1.0 200 OK\r\nX-E: 1\r\n\r\nuntil the close", close=True)
+    with raw_proxy(tmp_path, endpoint) as (p, url):
+        with requests.Session() as s:
+            for _ in range(3):  # the client connection is kept: the proxy re-frames
+                r = s.get(url + "/", timeout=POLL)
+                assert r.text == "until the close"
+                assert r.headers["Transfer-Encoding"] == "chunked"
+        reply = raw(p, b"GET / HTTP/1.0\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert reply.endswith(b"\r\n\r\nuntil the close")  # no framing: the close ends it
+        assert b"Connection: close" in reply
+        # The HTTP/1.0 request had no Host: the endpoint still gets one (HTTP/1.1 needs it).
+        assert endpoint.heads[-1].startswith(b"GET / HTTP/1.1\r\nHost: 127.0.0.1:")
+
+
+def test_head_204_and_304_have_no_body_and_keep_the_connection(tmp_path: Path) -> None:
+    for status, method in ((200, "HEAD"), (204, "GET"), (304, "GET")):
+        endpoint = RawEndpoint(
+            b"HTTP/1.1 %d X\r\nContent-Length: 5\r\n\r\n" % status
+            + (b"" if method == "HEAD" or status != 200 else b"hello"),
+            close=False,
+        )
+        (tmp_path / str(status)).mkdir()
+        with raw_proxy(tmp_path / str(status), endpoint) as (p, _):
+            with p.connect("web") as sock:
+                for _ in range(3):
+                    sock.sendall(f"{method} / HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                    head = b""
+                    while b"\r\n\r\n" not in head:
+                        chunk = sock.recv(4096)
+                        assert chunk
+                        head += chunk
+                    assert head.startswith(b"HTTP/1.1 %d " % status)
+                    assert head.endswith(b"\r\n\r\n")  # nothing after the head
+            assert len(endpoint.heads) == 3
+
+
+def test_idle_pooled_connections_expire_and_close_when_their_endpoint_goes_down(
+    tmp_path: Path,
+) -> None:
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    endpoint = RawEndpoint(reply, close=False)
+    (tmp_path / "a").mkdir()
+    with raw_proxy(tmp_path / "a", endpoint, "http: {pool_idle_timeout: 0.5}") as (p, url):
+        assert requests.get(url + "/", timeout=POLL).text == "ok"
+        wait_for(lambda: endpoint.closed == 1, POLL, "the idle connection closed")
+    # The check runs on another port, so the endpoint's connection outlives "down".
+    check = socket.socket()
+    check.bind((HOST, 0))
+    check.listen(16)
+    endpoint = RawEndpoint(reply, close=False)
+    (tmp_path / "b").mkdir()
+    with raw_proxy(tmp_path / "b", endpoint, check=f", port: {check.getsockname()[1]}") as (
+        p,
+        url,
+    ):
+        assert requests.get(url + "/", timeout=POLL).text == "ok"
+        assert p.status()["backends"][0]["endpoints"][0]["http_connections"]["idle"] == 1
+        check.close()
+        wait_for(lambda: endpoint.closed == 1, POLL, "the pooled connection closed")
+        assert not p.status()["backends"][0]["up"]
+
+
+def test_max_connections_per_endpoint_caps_the_pool(tmp_path: Path) -> None:
+    import threading
+
+    with endpoints("a") as servers, proxy(
+        tmp_path, {"app": servers}, backend_extra="http: {max_connections: 1}"
+    ) as (p, url):
+        slow: list[int] = []
+        thread = threading.Thread(
+            target=lambda: slow.append(requests.get(url + "/slow/2", timeout=POLL).status_code)
+        )
+        thread.start()
+        wait_for(lambda: bool(servers[0].seen.requests), POLL, "the slow request in")
+        assert requests.get(url + "/echo", timeout=POLL).status_code == 503
+        thread.join(POLL)
+        assert slow == [200]
+        assert requests.get(url + "/echo", timeout=POLL).status_code == 200  # reuses the one
+        assert p.status()["listeners"][0]["refused"]["no_endpoint"] == 1
