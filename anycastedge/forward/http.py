@@ -523,9 +523,9 @@ class Exchange:
     __slots__ = (
         "client", "method", "target", "headers", "host", "http11", "keep_alive", "upgrade",
         "length", "chunked", "route", "max_body", "started", "body_seen", "request_done",
-        "body_pending", "pool", "index", "counted", "tried", "conn", "response_started", "status", "framing",
-        "until_close", "bytes_out", "reason", "sent_at", "head_at", "head", "buffered", "done",
-        "retried_stale", "set_cookie", "endpoint", "held_head",
+        "body_pending", "pool", "index", "counted", "tried", "conn", "response_started", "status",
+        "framing", "until_close", "bytes_out", "reason", "sent_at", "head_at", "head", "buffered",
+        "done", "retried_stale", "set_cookie", "endpoint", "held_head",
     )  # fmt: skip
 
     def __init__(

@@ -116,7 +116,11 @@ class ForwardService(service.Service):
                 continue
             if current is not None:
                 self._stop(name)
-            self._start(listener)
+            try:
+                self._start(listener)
+            except TlsError as exc:
+                # Checked when pop.yaml was read; a file changed since then.
+                log.error("listener {name} not started: {exc}", name=name, exc=str(exc))
 
     def _start(self, listener: Listener) -> None:
         def pool() -> Pool:
