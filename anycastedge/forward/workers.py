@@ -180,10 +180,13 @@ class WorkerSupervisor(service.Service):
         try:
             # stdout and stderr are serve's: the workers' logs (and access logs to "-") go where
             # serve's go. pass_fds makes exactly these descriptors inheritable, at their numbers.
+            # A session of their own: a Ctrl-C meant for serve reaches serve alone, which stops
+            # them, instead of racing it to end them (and being restarted).
             worker.process = subprocess.Popen(
                 self.command(worker.index, fds),
                 stdin=subprocess.DEVNULL,
                 pass_fds=tuple(fds.values()),
+                start_new_session=True,
             )
         except OSError as exc:
             worker.process = None
