@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service
-from twisted.internet import task
+from twisted.internet import task, tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
@@ -76,6 +76,21 @@ def _bound_to(sock: socket.socket, listener: Listener) -> bool:
     )
 
 
+class SharedPort(tcp.Port):
+    """A listening port on a socket other processes accept from too: one accept() per wake-up
+    (as nginx's default, multi_accept off). Twisted's own loop takes up to 100+ queued
+    connections at once into whichever process woke first, leaving the others idle; one at a
+    time, every process woken gets its turn."""
+
+    @property
+    def numberAccepts(self) -> int:  # noqa: N802
+        return 1
+
+    @numberAccepts.setter
+    def numberAccepts(self, value: int) -> None:  # noqa: N802
+        """Twisted's scaling of its accept loop: not for a shared socket."""
+
+
 class SharedSockets:
     """The listening sockets of one process, bound once by serve, by listener name.
 
@@ -107,8 +122,11 @@ class SharedSockets:
         """The listening port of ``listener`` for ``factory``; None: not served by this process."""
         sock = self.sockets.get(listener.name)
         if sock is not None and _bound_to(sock, listener):
-            # adoptStreamPort dups the descriptor: the socket here stays open until release().
-            return reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
+            # What reactor.adoptStreamPort does, with SharedPort for tcp.Port. The descriptor is
+            # dup'ed: the socket here stays open until release().
+            port = SharedPort._fromListeningDescriptor(reactor, sock.fileno(), sock.family, factory)
+            port.startListening()
+            return port
         if self.worker:
             log.warn("listener {name} ({bind}): no socket from serve for this address, not "
                      "served by this worker: a listener added or moved by a reload is served by "

@@ -10,11 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 
 from anycastedge.forward import workers
 from anycastedge.forward.model import ForwardConfig, Listener
-from anycastedge.forward.workers import SharedSockets, WorkerSupervisor
+from anycastedge.forward.workers import SharedPort, SharedSockets, WorkerSupervisor
 
 EXITS = [sys.executable, "-S", "-c", "raise SystemExit(3)"]
 # Waits for SIGTERM (or SIGHUP, reported on stdout), then exits 0.
@@ -106,20 +107,25 @@ def test_shared_sockets_adopt_only_their_address() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen(8)
+        sock.setblocking(False)
         port = sock.getsockname()[1]
-        adopted: list[tuple[int, int]] = []
+        readers: list[object] = []
 
         class Fake:
-            def adoptStreamPort(self, fd: int, family: int, factory: object) -> str:  # noqa: N802
-                adopted.append((fd, family))
-                return "port"
+            def addReader(self, reader: object) -> None:  # noqa: N802
+                readers.append(reader)
 
         shared = SharedSockets({"web": sock}, worker=True)
         here = Listener("web", "127.0.0.1", port, "http", "")
         elsewhere = Listener("web", "127.0.0.1", port + 1 if port < 65535 else 1, "http", "")
-        assert shared.listen(here, object(), Fake()) == "port"
-        assert adopted == [(sock.fileno(), socket.AF_INET)]
-        assert shared.listen(elsewhere, object(), Fake()) is None  # a worker cannot rebind
+        adopted = shared.listen(here, Factory(), Fake())
+        assert isinstance(adopted, SharedPort) and readers == [adopted]
+        assert adopted.numberAccepts == 1  # one accept per wake-up, whatever Twisted sets
+        adopted.numberAccepts = 120
+        assert adopted.numberAccepts == 1
+        assert adopted.socket.fileno() != sock.fileno()  # a dup: the original stays shareable
+        adopted.socket.close()
+        assert shared.listen(elsewhere, Factory(), Fake()) is None  # a worker cannot rebind
         # Kept while the config being applied still has it on that address.
         shared.release("web", ForwardConfig((here,)))
         assert shared.sockets == {"web": sock}
