@@ -7,6 +7,9 @@ view of the health monitor, the control endpoint a read-only view of the server.
 from __future__ import annotations
 
 import ipaddress
+import os
+import socket
+import sys
 from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +31,14 @@ from anycastedge.dns.service import Built, Serials, ZoneService
 from anycastedge.dns.wire import Responder
 from anycastedge.dns.zone import ZoneSet
 from anycastedge.errors import ConfigError, Problem
+from anycastedge.forward.model import ForwardConfig
 from anycastedge.forward.service import ForwardService
+from anycastedge.forward.workers import (
+    SharedSockets,
+    WorkerSupervisor,
+    stream_listeners,
+    streams_only,
+)
 from anycastedge.gslb.checks import GslbChecks
 from anycastedge.gslb.decider import Decider
 from anycastedge.gslb.geo import GeoLocator
@@ -78,17 +88,28 @@ class App:
     warnings: tuple[Problem, ...]
     forward: ForwardService | None
     config: PopConfig
+    workers: WorkerSupervisor | None = None  # forward: {workers: N} with N > 1
 
     def reload(self, trigger: str) -> Deferred[bool]:
         """What SIGHUP and POST /reload do: pop.yaml's ``forward:`` applied anew (if pop.yaml
-        came from a file and still validates), then the zones reloaded; the zones' outcome."""
+        came from a file and still validates; SIGHUP passed on to the forwarding workers),
+        then the zones reloaded; the zones' outcome."""
         if self.forward is not None and self.config.source is not None:
-            reload_forward(self.forward, self.config.source)
+            applied = reload_forward(self.forward, self.config.source)
+            if applied is not None and self.workers is not None:
+                if applied.workers != self.workers.count:
+                    log.warn("forward.workers changed to {new}: serve runs {old} until it is "
+                             "restarted", new=applied.workers,
+                             old=self.workers.count)  # fmt: skip
+                self.workers.reload()
         return self.zones.reload(trigger)
 
 
-def reload_forward(forward: ForwardService, source: Path) -> bool:
-    """Apply the ``forward:`` section of pop.yaml as it is now; a broken file changes nothing."""
+def reload_forward(
+    forward: ForwardService, source: Path, worker: bool = False
+) -> ForwardConfig | None:
+    """Apply the ``forward:`` section of pop.yaml as it is now (a ``worker`` leaves its UDP
+    listeners to serve); what was applied, or None: a broken file changes nothing."""
     try:
         config = load_pop(source)
     except ConfigError as exc:
@@ -96,10 +117,10 @@ def reload_forward(forward: ForwardService, source: Path) -> bool:
             "pop.yaml rejected, forwarding unchanged:\n{problems}",
             problems="\n".join(f"- {p}" for p in exc.problems),
         )
-        return False
-    forward.apply(config.forward)
+        return None
+    forward.apply(streams_only(config.forward) if worker else config.forward)
     log.info("forwarding configuration applied from {source}", source=str(source))
-    return True
+    return config.forward
 
 
 def build_app(config: PopConfig, reactor: Any) -> App:
@@ -130,18 +151,19 @@ def build_app(config: PopConfig, reactor: Any) -> App:
     warnings = zones.load()  # raises ConfigError: a server never starts without its zones
     gslb.monitor.setServiceParent(top)
     zones.setServiceParent(top)
-    forward = _forwarding(config, reactor, top)
+    forward, workers = _forwarding(config, reactor, top)
     stream = DnsStreamFactory(zones, reactor, dns.tcp_idle_timeout, dns.tcp_max_connections)
     for host, port in dns.listen:
         udp = internet.UDPServer(port, DnsDatagramProtocol(zones), interface=host, reactor=reactor)
         udp.setServiceParent(top)
         tcp = internet.TCPServer(port, stream, interface=host, backlog=1024, reactor=reactor)
         tcp.setServiceParent(top)
-    app = App(top, zones, warnings, forward, config)
+    app = App(top, zones, warnings, forward, config, workers)
     if config.control.listen is not None:
         view = ServerView(
-            config, zones, counters, gslb.monitor, gslb.probed, app.reload, forward=forward
-        )
+            config, zones, counters, gslb.monitor, gslb.probed, app.reload, forward=forward,
+            workers=workers.status if workers is not None else None,
+        )  # fmt: skip
         host, port = config.control.listen
         site = control_site(view, make_registry(view))
         internet.TCPServer(port, site, interface=host, reactor=reactor).setServiceParent(top)
@@ -150,17 +172,120 @@ def build_app(config: PopConfig, reactor: Any) -> App:
 
 def _forwarding(
     config: PopConfig, reactor: Any, top: service.MultiService
-) -> ForwardService | None:
-    """The forwarding tier and its own health monitor (endpoints count as down until checked)."""
+) -> tuple[ForwardService | None, WorkerSupervisor | None]:
+    """The forwarding tier and its own health monitor (endpoints count as down until checked);
+    with ``workers`` > 1, the supervisor of the other processes sharing its TCP-based sockets."""
     if not config.forward.listeners and not config.forward.backends:
-        return None
+        return None, None
     forward: ForwardService
     monitor = HealthMonitor(
         reactor,
         assume_up=False,
         on_result=lambda target, ok, serving: forward.check_result(target, ok, serving),
     )
-    forward = ForwardService(config.forward, reactor, monitor.update)
+    supervisor = None
+    shared = None
+    source = config.source
+    if config.forward.workers > 1 and stream_listeners(config.forward) and source is not None:
+        shared = SharedSockets({}, worker=False)
+
+        def command(index: int, fds: dict[str, int]) -> list[str]:
+            fd_args = [a for name, fd in fds.items() for a in ("--fd", f"{name}={fd}")]
+            return [sys.executable, "-m", "anycastedge", "forward", "worker", "-c", str(source),
+                    "--worker", str(index), *fd_args]  # fmt: skip
+
+        supervisor = WorkerSupervisor(config.forward, command, shared, reactor, os.getpid())
+    forward = ForwardService(config.forward, reactor, monitor.update, shared=shared)
     monitor.setServiceParent(top)
+    if supervisor is not None:
+        supervisor.setServiceParent(top)  # before forward: it binds the sockets forward adopts
     forward.setServiceParent(top)
-    return forward
+    return forward, supervisor
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    """What ``anycastedge forward worker`` runs: serve's TCP-based listeners on its sockets."""
+
+    service: service.MultiService
+    forward: ForwardService
+    source: Path
+
+    def reload(self) -> None:
+        """What SIGHUP (passed on by serve) does: pop.yaml's ``forward:`` applied anew."""
+        reload_forward(self.forward, self.source, worker=True)
+
+
+# Bound of a worker's wait for the first check of every endpoint before it starts accepting.
+READY_WAIT = 10.0
+
+
+class _ListenWhenChecked(service.Service):
+    """Adds a worker's ForwardService (its listeners) once every endpoint has had a first
+    check, or after READY_WAIT: until then its pools count them all down, and it would answer
+    503 to connections it took from the shared socket that serve or another worker could serve."""
+
+    def __init__(
+        self,
+        forward: ForwardService,
+        top: service.MultiService,
+        pending: set[CheckTarget],
+        reactor: Any,
+    ) -> None:
+        self.forward, self.top, self.pending, self.reactor = forward, top, pending, reactor
+        self.timer: Any = None
+
+    def checked(self, target: CheckTarget) -> None:
+        """A first (or later) result for ``target``."""
+        self.pending.discard(target)
+        if not self.pending and self.running:
+            self.open()
+
+    def open(self) -> None:
+        """Start listening (once)."""
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+        if self.forward.parent is None:
+            if self.pending:
+                log.warn("{n} endpoint check(s) still unanswered after {wait:g} s: listening "
+                         "anyway", n=len(self.pending), wait=READY_WAIT)  # fmt: skip
+            self.forward.setServiceParent(self.top)  # starts it: top is running
+
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        if not self.pending:
+            self.reactor.callLater(0, self.open)  # once top has started all it holds
+        else:
+            self.timer = self.reactor.callLater(READY_WAIT, self.open)
+
+    def stopService(self) -> None:  # noqa: N802
+        super().stopService()
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+
+
+def build_worker(config: PopConfig, reactor: Any, sockets: dict[str, socket.socket]) -> Worker:
+    """A forwarding worker: ``sockets`` (inherited from serve) adopted for the listeners they
+    are named after, its own health monitor for the backends; no DNS, no control endpoint."""
+    if config.source is None:
+        raise ConfigError([Problem("a forwarding worker needs pop.yaml as a file (-c)")])
+    top = service.MultiService()
+    forward: ForwardService
+    wanted: list[CheckTarget] = []
+
+    def update(targets: list[CheckTarget]) -> None:
+        wanted[:] = targets
+        monitor.update(targets)
+
+    def on_result(target: CheckTarget, ok: bool, serving: bool) -> None:
+        forward.check_result(target, ok, serving)
+        gate.checked(target)
+
+    monitor = HealthMonitor(reactor, assume_up=False, on_result=on_result)
+    shared = SharedSockets(dict(sockets), worker=True)
+    forward = ForwardService(streams_only(config.forward), reactor, update, shared=shared)
+    gate = _ListenWhenChecked(forward, top, set(wanted), reactor)
+    monitor.setServiceParent(top)
+    gate.setServiceParent(top)
+    return Worker(top, forward, config.source)

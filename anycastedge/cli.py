@@ -185,7 +185,58 @@ def cmd_forward_check(args: argparse.Namespace) -> int:
         flags = " critical" if backend.critical else ""
         print(f"backend {backend.name}: {backend.balance}, {check.protocol.lower()} check every "
               f"{check.interval:g}s{flags}: {endpoints}")  # fmt: skip
+    if forward.workers > 1:
+        print(f"workers: {forward.workers} processes on the tcp, http and https listeners")
     print(f"{len(forward.listeners)} listener(s), {len(forward.backends)} backend(s) OK")
+    return 0
+
+
+def _listener_fd(text: str) -> tuple[str, int]:
+    name, sep, fd = text.rpartition("=")
+    if not sep or not name or not fd.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=FD")
+    return name, int(fd)
+
+
+def cmd_forward_worker(args: argparse.Namespace) -> int:
+    """Run as one of serve's forwarding workers (serve starts them: forward: {workers: N})."""
+    import socket
+
+    from twisted.internet import reactor, task
+    from twisted.logger import FileLogObserver, formatEventAsClassicLogText, globalLogBeginner
+
+    from anycastedge.app import build_worker
+
+    prefix = f"worker {args.worker} (pid {os.getpid()}): "
+    config = _pop_config(args)
+    # The descriptors serve passed (pass_fds): listening TCP sockets, family read from them.
+    sockets = {name: socket.socket(fileno=fd) for name, fd in args.fd}
+    worker = build_worker(config, reactor, sockets)
+
+    def on_hup(signum: int, frame: Any) -> None:
+        reactor.callFromThread(worker.reload)  # type: ignore[attr-defined]
+
+    signal.signal(signal.SIGHUP, on_hup)
+    parent = os.getppid()
+
+    def orphaned() -> None:
+        # serve was killed without stopping its workers: one left would hold the listeners'
+        # sockets open, accepting with nobody to supervise it.
+        if os.getppid() != parent:
+            print(f"{prefix}serve (pid {parent}) is gone: stopping", file=sys.stderr, flush=True)
+            reactor.stop()  # type: ignore[attr-defined]
+
+    watch = task.LoopingCall(orphaned)
+    watch.start(1.0, now=False)
+    worker.service.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", worker.service.stopService)  # type: ignore[attr-defined]
+
+    def text(event: dict[str, Any]) -> str | None:
+        line = formatEventAsClassicLogText(event)
+        return prefix + line if line else None
+
+    globalLogBeginner.beginLoggingTo([FileLogObserver(sys.stderr, text)], redirectStandardIO=False)
+    reactor.run()  # type: ignore[attr-defined]
     return 0
 
 
@@ -334,6 +385,14 @@ def build_parser() -> argparse.ArgumentParser:
     fcheck = fwd.add_parser("check", help="validate pop.yaml's forward: without starting anything")
     fcheck.add_argument("-c", "--config")
     fcheck.set_defaults(func=cmd_forward_check)
+    fworker = fwd.add_parser(
+        "worker", help="one more forwarding process on serve's sockets (started by serve)"
+    )
+    fworker.add_argument("-c", "--config", help="serve's pop.yaml")
+    fworker.add_argument("--worker", type=int, required=True, help="its index, 1..N-1")
+    fworker.add_argument("--fd", action="append", type=_listener_fd, default=[], metavar="NAME=FD",
+                         help="listener NAME's inherited socket; repeatable")  # fmt: skip
+    fworker.set_defaults(func=cmd_forward_worker)
 
     pop = sub.add_parser("pop", help="maintenance of this POP").add_subparsers(
         dest="pop_cmd", required=True

@@ -15,6 +15,7 @@ from anycastedge.forward.model import (
     BALANCE_ALGORITHMS,
     HTTP_PROTOCOLS,
     MAGLEV_TABLE_SIZE,
+    MAX_WORKERS,
     PROTOCOLS,
     Backend,
     BackendHttp,
@@ -32,6 +33,7 @@ from anycastedge.forward.tls import check_certificates
 from anycastedge.health.check import HealthCheck
 
 ENGINES = ("builtin",)
+AUTO_WORKERS = "auto"  # one per CPU (os.cpu_count(), at most MAX_WORKERS)
 MAX_WEIGHT = 256
 TLS_VERSIONS = ("1.2", "1.3")
 HostPort = tuple[str, int]
@@ -62,6 +64,7 @@ def read_forward(r: Reader, taken: dict[tuple[str, HostPort], str], base: Path) 
     engine = r.get("engine", str, "builtin")
     if engine is not None and engine not in ENGINES:
         r.error("engine", f"must be one of {', '.join(ENGINES)}, not {engine!r}")
+    workers = _workers(r)
     # Every key of listeners: and backends: is a name, so neither has unknown keys to report.
     backends_r = r.child("backends")
     backends = {
@@ -80,7 +83,21 @@ def read_forward(r: Reader, taken: dict[tuple[str, HostPort], str], base: Path) 
         listener = _listener(str(name), lr, backends, bound, base)
         if listener is not None:
             listeners.append(listener)
-    return ForwardConfig(tuple(listeners), tuple(b for b in backends.values() if b is not None))
+    return ForwardConfig(
+        tuple(listeners), tuple(b for b in backends.values() if b is not None), workers
+    )
+
+
+def _workers(r: Reader) -> int:
+    """``workers``: 1..MAX_WORKERS, or ``auto`` for one per CPU."""
+    value = r.get("workers", (int, str), 1)
+    if value == AUTO_WORKERS:
+        return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
+        if value is not None:  # None: a wrong type, reported by get()
+            r.error("workers", f"must be 1..{MAX_WORKERS} or {AUTO_WORKERS}, not {value!r}")
+        return 1
+    return value
 
 
 def _listener(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,8 +16,15 @@ from anycastedge.forward.tcp import TcpListener
 from anycastedge.forward.udp import UdpListener
 
 
-def forward_status(forward: ForwardService) -> dict[str, Any]:
-    """Listeners, backends and endpoints, with health, ejections and active connections."""
+def forward_status(
+    forward: ForwardService, workers: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Listeners, backends and endpoints, with health, ejections and active connections; the
+    processes serving them (``workers``: serve itself alone unless forward: {workers: N}).
+
+    With workers, the counters are serve's own: each worker counts what it accepted itself,
+    and checks the endpoints' health itself.
+    """
     listeners = []
     for listener in forward.config.listeners:
         running = forward.active.get(listener.name)
@@ -81,7 +89,14 @@ def forward_status(forward: ForwardService) -> dict[str, Any]:
                 ],
             }
         )
-    return {"listeners": listeners, "backends": backends, "critical_down": forward.critical_down()}
+    if workers is None:
+        workers = [{"index": 0, "pid": os.getpid(), "alive": True, "restarts": 0}]
+    return {
+        "listeners": listeners,
+        "backends": backends,
+        "critical_down": forward.critical_down(),
+        "workers": workers,
+    }
 
 
 def _pool_status(forward: ForwardService, address: tuple[str, int]) -> dict[str, int]:

@@ -113,7 +113,9 @@ def status_document(view: ServerView) -> dict[str, Any]:
         },
         "reloads": {"success": reloads.success, "failure": reloads.failure},
         "gslb": gslb_status(view),
-        "forward": forward_status(view.forward) if view.forward is not None else None,
+        "forward": forward_status(view.forward, view.workers() if view.workers else None)
+        if view.forward is not None
+        else None,
     }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 
@@ -50,6 +50,8 @@ class ServerView:
     probed: Callable[[CheckTarget], bool]  # inside dns.check_networks
     reload: Callable[[str], Deferred[bool]]
     forward: ForwardService | None = None
+    # forward: {workers: N > 1}: serve and its workers (index, pid, alive, restarts)
+    workers: Callable[[], list[dict[str, Any]]] | None = None
 
     def dynamic_records(self) -> list[DynamicRecord]:
         """Every dynamic record being served."""

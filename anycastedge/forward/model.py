@@ -21,6 +21,7 @@ BALANCE_ALGORITHMS = (
 PROTOCOLS = ("tcp", "udp", "http", "https")
 HTTP_PROTOCOLS = ("http", "https")
 MAGLEV_TABLE_SIZE = 65537  # a prime, as Maglev's table must be
+MAX_WORKERS = 64  # forward: {workers: N}: processes on the same listeners
 
 
 def join_hostport(host: str, port: int) -> str:
@@ -186,6 +187,8 @@ class ForwardConfig:
 
     listeners: tuple[Listener, ...] = ()
     backends: tuple[Backend, ...] = ()
+    # Processes accepting on the TCP-based listeners: serve and N-1 more (forward/workers.py)
+    workers: int = 1
 
     def backend(self, name: str) -> Backend:
         """The backend called ``name``."""

@@ -11,10 +11,11 @@ import dataclasses
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from twisted.application import service
 from twisted.internet import task
+from twisted.internet.interfaces import IProtocolFactory
 from twisted.logger import Logger
 
 from anycastedge.forward.http import HttpListener
@@ -25,6 +26,7 @@ from anycastedge.forward.tcp import TcpListener
 from anycastedge.forward.tls import ClientTls, ServerTls, TlsError
 from anycastedge.forward.udp import UdpListener
 from anycastedge.forward.upstream import UpstreamPools
+from anycastedge.forward.workers import SharedSockets
 from anycastedge.health.check import CheckTarget
 
 log = Logger()
@@ -61,8 +63,10 @@ class ForwardService(service.Service):
         reactor: Any,
         update_checks: Callable[[list[CheckTarget]], None],
         clock: Callable[[], float] = time.monotonic,
+        shared: SharedSockets | None = None,
     ) -> None:
         self.reactor = reactor
+        self.shared = shared  # workers > 1: TCP-based listeners adopt sockets bound by serve
         self.clock = clock
         self.config = ForwardConfig()
         self.pools: dict[str, Pool] = {}
@@ -143,22 +147,30 @@ class ForwardService(service.Service):
             )
             if listener.http is not None and listener.http.tls is not None:
                 tls = ServerTls(listener.http.tls)  # TlsError: serve refuses to start
-                port = self.reactor.listenSSL(
-                    listener.port, handler, tls, backlog=1024, interface=listener.host
-                )
+                if self.shared is not None:
+                    # A twisted Factory provides IProtocolFactory through zope: mypy cannot see it.
+                    port = self._listen_tcp(listener, tls.wrap(cast(IProtocolFactory, handler)))
+                else:
+                    port = self.reactor.listenSSL(
+                        listener.port, handler, tls, backlog=1024, interface=listener.host
+                    )
             else:
-                port = self.reactor.listenTCP(
-                    listener.port, handler, backlog=1024, interface=listener.host
-                )
+                port = self._listen_tcp(listener, handler)
         else:
             handler = TcpListener(listener, pool, self.reactor)
-            port = self.reactor.listenTCP(
-                listener.port, handler, backlog=1024, interface=listener.host
-            )
+            port = self._listen_tcp(listener, handler)
+        if port is None:
+            return  # a worker without serve's socket for it: shared.listen logged why
         self.active[listener.name] = Running(listener, handler, port, tls)
         log.info("forward listener {name} on {bind}/{proto} -> {to}",
                  name=listener.name, bind=listener.bind, proto=listener.protocol,
                  to=_destination(listener))  # fmt: skip
+
+    def _listen_tcp(self, listener: Listener, factory: Any) -> Any | None:
+        """listenTCP; with workers > 1 the socket serve bound once (None: not served here)."""
+        if self.shared is not None:
+            return self.shared.listen(listener, factory, self.reactor)
+        return self.reactor.listenTCP(listener.port, factory, backlog=1024, interface=listener.host)
 
     def _reload_tls(self, name: str, tls: ServerTls, listener: Listener) -> None:
         """Certificates read anew (a reload): new connections get them; on error the ones
@@ -192,6 +204,8 @@ class ForwardService(service.Service):
         running = self.active.pop(name)
         # Stops accepting; connections already open run on until they close.
         running.port.stopListening()
+        if self.shared is not None:
+            self.shared.release(name, self.config)
 
     # --- health
 

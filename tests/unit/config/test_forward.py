@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import textwrap
 from pathlib import Path
 
@@ -491,3 +492,17 @@ def test_http_listeners_bind_tcp(tmp_path: Path) -> None:
         "12: forward.listeners.h4.bind: 127.0.0.1:8002/tcp is already bound by listener 'h2'",
         "13: forward.listeners.d.bind: 127.0.0.1:5300/tcp is already bound by dns.listen",
     ]
+
+
+def test_workers_default_number_and_auto(tmp_path: Path) -> None:
+    """workers: 1 unless said; a number 1..64; auto: one per CPU, at most 64."""
+    assert load_pop(load(tmp_path, "forward: {}\n")).forward.workers == 1
+    assert load_pop(load(tmp_path, "forward: {workers: 4}\n")).forward.workers == 4
+    auto = load_pop(load(tmp_path, "forward: {workers: auto}\n")).forward.workers
+    assert auto == min(os.cpu_count() or 1, 64)
+
+
+def test_workers_refused(tmp_path: Path) -> None:
+    for value in ("0", "65", "many", "true", "2.5", "-1"):
+        found = problems(tmp_path, f"forward:\n  workers: {value}\n")
+        assert len(found) == 1 and found[0].startswith("5: forward.workers: must be"), found
