@@ -118,7 +118,7 @@ class ForwardCollector(Collector):
         counters = {
             "connections": ("Connections (TCP) or flows (UDP) forwarded", "connections"),
             "connect_failures": ("Connects to the endpoint that failed", "connect_failures"),
-            "ejections": ("Times the endpoint was ejected after connect failures", "ejections"),
+            "ejections": ("Times the endpoint was ejected (connect failures, 5xx)", "ejections"),
             "received_bytes": ("Bytes from clients forwarded to the endpoint", "bytes_in"),
             "sent_bytes": ("Bytes from the endpoint forwarded to clients", "bytes_out"),
         }

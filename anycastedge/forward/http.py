@@ -184,9 +184,10 @@ class ClientConnection(protocol.Protocol):
         self.awaiting_proxy = False
         self.proxy_buffer = b""
         self.closing = False  # an error answer: no further request on this connection
-        self.draining = False
+        self.unreadable = False  # the parser failed: what follows cannot be read as requests
         self.closed = False
         self.tunnel: UpstreamConnection | None = None
+        self.pending: Exchange | None = None  # a request to send once the parser is done
         self.private: UpstreamConnection | None = None  # PROXY-protocol backends: not shared
         # Per-request parse state
         self.url = b""
@@ -227,8 +228,8 @@ class ClientConnection(protocol.Protocol):
             self.timer.reset(self.factory.listener.idle_timeout)
             self.tunnel.transport.write(data)
             return
-        if self.closing:
-            return  # an error answer is out: nothing more is read as requests
+        if self.closing or self.unreadable:
+            return  # an error answer is out (or owed): nothing more is read as requests
         if self.awaiting_proxy:
             data = self.read_proxy(data)
             if not data:
@@ -244,11 +245,13 @@ class ClientConnection(protocol.Protocol):
             if exchange is None or not exchange.upgrade or self.held:
                 self.abort()
                 return
+            self.start_pending()
             exchange.early_tunnel(data[upgrade.args[0] :])
             return
         except httptools.HttpParserError as exc:
             self.parse_error(exc)
             return
+        self.start_pending()
         if self.in_head:
             # A head arriving in pieces: what it has taken so far counts against the limit
             # (httptools would otherwise gather a header of any length).
@@ -315,6 +318,9 @@ class ClientConnection(protocol.Protocol):
             self.held.append((ClientConnection.on_url, (self, url)))
             return
         self.url += url
+        self.head_size += len(url)
+        if self.head_size > self.factory.http.max_header_size:
+            raise _Refused(431, "header_too_large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.holding:
@@ -381,6 +387,7 @@ class ClientConnection(protocol.Protocol):
         hosts = 0
         length: int | None = None
         chunked = False
+        codings = 0
         for name, value in headers:
             low = name.lower()
             if low == b"host":
@@ -390,13 +397,20 @@ class ClientConnection(protocol.Protocol):
             elif low == b"content-length":
                 length = int(value)
             elif low == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
+                codings += 1
+                chunked = value.strip().lower() == b"chunked"
         exchange = Exchange(
             self, method, url, headers, host, http11, keep_alive, upgrade, length, chunked
         )
+        exchange.uri_host = uri_host is not None
         self.exchange = exchange
         if hosts > 1 or (http11 and hosts == 0):
             exchange.local(400, "bad_request")  # RFC 9112 3.2: exactly one Host
+            return
+        if codings and (codings > 1 or not chunked):
+            # Only chunked frames a request body (RFC 9112 6.1): anything else could be read
+            # differently by the endpoint (request smuggling).
+            exchange.local(400, "bad_request")
             return
         route = f.routes.match(host, path)
         if route is None:
@@ -408,7 +422,7 @@ class ClientConnection(protocol.Protocol):
         if limit is not None and length is not None and length > limit:
             exchange.local(413, "body_too_large")
             return
-        exchange.start()
+        self.pending = exchange  # started once the parser has taken the bytes at hand
 
     def exchange_done(self, exchange: Exchange, keep_alive: bool) -> None:
         """The response is complete: the next request (if any, and allowed) may be parsed."""
@@ -417,7 +431,7 @@ class ClientConnection(protocol.Protocol):
         self.exchange = None
         if self.closed or self.tunnel is not None:
             return
-        if self.closing:
+        if self.closing and not self.held:
             self.linger()
             return
         if not keep_alive:
@@ -435,22 +449,45 @@ class ClientConnection(protocol.Protocol):
             except _Refused as exc:
                 self.refuse(exc.status, exc.reason)
                 return
-        if not self.holding:
+            self.start_pending()
+        if not self.holding and not self.closing and not self.unreadable:
             self.resume("pipeline")
 
+    def start_pending(self) -> None:
+        """Send the request whose head the last bytes completed. Not before: llhttp refuses
+        some heads (a Transfer-Encoding it cannot frame) only after on_headers_complete, and a
+        refused request must never reach an endpoint."""
+        exchange, self.pending = self.pending, None
+        if exchange is not None and not exchange.done:
+            exchange.start()
+
     def parse_error(self, exc: Exception) -> None:
+        """What llhttp refused: answered in turn, after any response still owed."""
+        if self.holding:
+            self.start_pending()  # parsed whole before the error: a good request
+        self.pending = None  # the request the error is in: never sent
         refused = exc.__context__ if isinstance(exc.__context__, _Refused) else None
-        if refused is not None:
-            self.refuse(refused.status, refused.reason)
+        status, reason = (refused.status, refused.reason) if refused else (400, "bad_request")
+        if self.holding:
+            # A pipelined request went wrong while an earlier one waits for its response:
+            # that one is answered first; nothing after the error is read. Bytes after a
+            # request that closes the connection are no request at all: just dropped.
+            self.unreadable = True
+            self.pause("pipeline")
+            if b"Connection: close" not in str(exc).encode():
+                self.held.append((ClientConnection.refuse_held, (self, status, reason)))
             return
-        self.refuse(400, "bad_request")
+        self.refuse(status, reason)
+
+    def refuse_held(self, status: int, reason: str) -> None:
+        """A held parse error, now in its turn."""
+        self.refuse(status, reason)
 
     def linger(self) -> None:
         """Close after an error answer with the request maybe not read whole: stop writing, then
         read and drop what the client still sends for a moment, so that the reset a close with
         unread data causes does not destroy the answer before the client read it (nginx's
         lingering close)."""
-        self.draining = True
         if self.factory.proto == b"https":
             self.transport.loseConnection()  # TLS has no half-close
             return
@@ -460,6 +497,8 @@ class ClientConnection(protocol.Protocol):
 
     def refuse(self, status: int, reason: str) -> None:
         """Answer ``status`` and close: the rest of what the client sent cannot be read."""
+        if self.closing:
+            return  # one error answer per connection: it closes
         self.closing = True
         exchange = self.exchange
         if exchange is not None and exchange.response_started:
@@ -467,14 +506,23 @@ class ClientConnection(protocol.Protocol):
             self.abort()
             return
         if exchange is None:
-            exchange = Exchange(self, b"-", self.url, [], None, True, False, False, None, False)
+            try:
+                method = self.parser.get_method()  # known once the request line parsed
+            except httptools.HttpParserError:
+                method = b"-"
+            exchange = Exchange(self, method, self.url, [], None, True, False, False, None, False)
             self.exchange = exchange
         exchange.local(status, reason)
 
     def timed_out(self) -> None:
         """No complete head (or body piece) in time: 408 if a request had begun; else idle."""
         exchange = self.exchange
-        if self.in_head or (exchange is not None and exchange.body_pending):
+        if exchange is not None and exchange.body_pending and self.pauses:
+            # The body waits for the endpoint (a connect, a full socket): not the client's fault.
+            self.timer = self.factory.reactor.callLater(
+                self.factory.listener.idle_timeout, self.timed_out
+            )
+        elif self.in_head or (exchange is not None and exchange.body_pending):
             self.refuse(408, "header_timeout")
         elif exchange is None or self.tunnel is not None:
             self.timer = None
@@ -525,7 +573,7 @@ class Exchange:
         "length", "chunked", "route", "max_body", "started", "body_seen", "request_done",
         "body_pending", "pool", "index", "counted", "tried", "conn", "response_started", "status",
         "framing", "until_close", "bytes_out", "reason", "sent_at", "head_at", "head", "buffered",
-        "done", "retried_stale", "set_cookie", "endpoint", "held_head",
+        "done", "retried_stale", "set_cookie", "endpoint", "held_head", "uri_host",
     )  # fmt: skip
 
     def __init__(
@@ -577,6 +625,7 @@ class Exchange:
         self.set_cookie: bytes | None = None
         self.endpoint = ""
         self.held_head = b""  # the response head, until its body's first piece comes
+        self.uri_host = False  # the host came from an absolute-form target: it is the Host
 
     # --- choosing an endpoint and sending
 
@@ -663,13 +712,16 @@ class Exchange:
         return index
 
     def pool_key(self, backend: Backend, host: str, port: int) -> PoolKey:
-        """Connections are shared between requests to the same endpoint, TLS name and (PROXY
-        protocol backends) client."""
+        """Connections are shared between requests to the same endpoint and TLS name, of the same
+        backend (TLS) or client (PROXY protocol)."""
         server_name = ""
         if backend.http.tls:
             server_name = backend.http.server_name or _bare_host(self.host) or host
-        private = id(self.client) if backend.proxy_protocol else 0
-        return (host, port, server_name, private)
+        # A PROXY header names one client; TLS verification settings are the backend's.
+        owner: str | int = id(self.client) if backend.proxy_protocol else ""
+        if backend.http.tls and not owner:
+            owner = backend.name
+        return (host, port, server_name, owner)
 
     def request_head(self, backend: Backend, endpoint: str) -> bytes:
         """The request as the endpoint gets it: hop-by-hop fields out, the client named."""
@@ -679,10 +731,15 @@ class Exchange:
             start = target.find(b"/", target.find(b"://") + 3)  # absolute-form: origin-form
             target = target[start:] if start >= 0 else b"/"
         parts = [self.method, b" ", target, b" HTTP/1.1\r\n"]
+        drop = BUILT if client.trusted else SPOOFABLE
         if self.host is None:
             # An HTTP/1.0 request without Host: HTTP/1.1 to the endpoint needs one.
             parts += (b"Host: ", endpoint.encode(), b"\r\n")
-        for name, value in end_to_end(self.headers, BUILT if client.trusted else SPOOFABLE):
+        elif self.uri_host:
+            # RFC 9112 3.2.2: an absolute-form target's host replaces the Host field.
+            parts += (b"Host: ", self.host, b"\r\n")
+            drop = drop | {b"host"}
+        for name, value in end_to_end(self.headers, drop):
             parts += (name, b": ", value, b"\r\n")
         proto = client.factory.proto
         for name, value in forwarding(self.headers, client.client, proto, self.host,
@@ -740,6 +797,7 @@ class Exchange:
             for chunk in self.buffered:
                 self.write_body(chunk)
             self.buffered = []
+            self.client.resume("connect")
         if self.request_done and self.chunked:
             conn.transport.write(b"0\r\n\r\n")
 
@@ -791,6 +849,9 @@ class Exchange:
             if not self.upgrade:
                 return True  # a 101 nobody asked for: response_upgraded refuses it
         self.status = status
+        if self.upgrade and status != 101:
+            # The endpoint declined the upgrade: what the client sends next may not be HTTP.
+            self.keep_alive = False
         if self.pool is not None and self.index is not None:
             self.pool.responded(self.index, status)
         out = end_to_end(headers)

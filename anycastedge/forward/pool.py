@@ -41,6 +41,7 @@ class EndpointStats:
     failures: int = 0  # consecutive connect failures
     errors_5xx: int = 0  # consecutive HTTP responses of status 5xx
     ejected_until: float = 0.0
+    ejected_for_5xx: bool = False  # the last ejection was for HTTP 5xx, not connect failures
     ejections: int = 0  # times ejected (the multiplier of base_time)
     connections: int = 0  # counters, for /metrics
     connect_failures: int = 0
@@ -162,6 +163,7 @@ class Pool:
         s.connect_failures += 1
         if self._eject(s, s.failures, self.backend.ejection.consecutive_failures):
             s.failures = 0
+            s.ejected_for_5xx = False
 
     def responded(self, index: int, status: int) -> None:
         """Endpoint ``index`` answered an HTTP request with ``status``: a burst of 5xx in a row
@@ -174,6 +176,7 @@ class Pool:
         s.responses_5xx += 1
         if self._eject(s, s.errors_5xx, self.backend.ejection.consecutive_5xx):
             s.errors_5xx = 0
+            s.ejected_for_5xx = True
 
     def _eject(self, s: EndpointStats, count: int, limit: int) -> bool:
         """Eject ``s`` if ``count`` reached ``limit`` (0: never) and the backend allows it."""
@@ -195,8 +198,11 @@ class Pool:
         """An active check of endpoint ``index`` passed (``ok``) or not; ``serving``: its state
         after rise and fall."""
         s = self.stats[index]
-        if ok and s.ejected_until:
-            s.ejected_until = 0.0  # a passing active check brings an ejected endpoint back
+        # A passing active check brings an ejected endpoint back; for 5xx only an HTTP check
+        # says anything (a TCP connect succeeds while every answer is a 500).
+        http_check = self.backend.healthcheck.protocol == "HTTP"
+        if ok and s.ejected_until and (http_check or not s.ejected_for_5xx):
+            s.ejected_until = 0.0
             self._usable = None
         if serving != s.up:
             s.up = serving

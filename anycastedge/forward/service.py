@@ -20,10 +20,16 @@ from twisted.logger import Logger
 
 from anycastedge.forward.http import HttpListener
 from anycastedge.forward.http_stats import AccessLog
-from anycastedge.forward.model import HTTP_PROTOCOLS, Backend, ForwardConfig, Listener
+from anycastedge.forward.model import (
+    HTTP_PROTOCOLS,
+    Backend,
+    ForwardConfig,
+    Listener,
+    ListenerTls,
+)
 from anycastedge.forward.pool import Pool
 from anycastedge.forward.tcp import TcpListener
-from anycastedge.forward.tls import ClientTls, ServerTls, TlsError
+from anycastedge.forward.tls import ClientTls, ServerTls, TlsError, check_certificates
 from anycastedge.forward.udp import UdpListener
 from anycastedge.forward.upstream import UpstreamPools
 from anycastedge.forward.workers import SharedSockets
@@ -96,6 +102,7 @@ class ForwardService(service.Service):
         self._targets = targets
         self.config = config
         if self.running:
+            self.close_logs()  # reopened by path: after a log rotation, the new file is used
             self._relisten()
         self._update_checks(list(targets))
         # A target already checked keeps its state in the monitor; its pools learn it at the
@@ -147,6 +154,7 @@ class ForwardService(service.Service):
             )
             if listener.http is not None and listener.http.tls is not None:
                 tls = ServerTls(listener.http.tls)  # TlsError: serve refuses to start
+                _warn_dates(listener.name, listener.http.tls)
                 if self.shared is not None:
                     # A twisted Factory provides IProtocolFactory through zope: mypy cannot see it.
                     port = self._listen_tcp(listener, tls.wrap(cast(IProtocolFactory, handler)))
@@ -183,6 +191,7 @@ class ForwardService(service.Service):
                       "ones: {exc}", name=name, exc=str(exc))  # fmt: skip
         else:
             log.info("listener {name}: certificates reloaded", name=name)
+            _warn_dates(name, listener.http.tls)
 
     def access_log(self, listener: Listener) -> AccessLog | None:
         """The access log an HTTP listener writes to (shared by listeners naming one file)."""
@@ -199,6 +208,14 @@ class ForwardService(service.Service):
         """Write what the access logs hold (once a second, and when stopping)."""
         for access_log in self.access_logs.values():
             access_log.flush()
+
+    def close_logs(self) -> None:
+        """Flush and close the access log files; listeners open them anew by path."""
+        self.flush_logs()
+        for access_log in self.access_logs.values():
+            if access_log.stream is not sys.stdout:
+                access_log.stream.close()
+        self.access_logs = {}
 
     def _stop(self, name: str) -> None:
         running = self.active.pop(name)
@@ -240,7 +257,13 @@ class ForwardService(service.Service):
         self.upstreams.close_all()
         if self._flusher.running:
             self._flusher.stop()
-        self.flush_logs()
+        self.close_logs()
+
+
+def _warn_dates(name: str, tls: ListenerTls) -> None:
+    """Certificates served outside their validity period: clients will refuse them."""
+    for problem in check_certificates(tls):
+        log.warn("listener {name}: {problem}", name=name, problem=problem)
 
 
 def _destination(listener: Listener) -> str:

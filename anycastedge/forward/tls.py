@@ -301,8 +301,11 @@ def server_name(transport: object) -> str | None:
         return None
 
 
-def check_certificates(tls: ListenerTls, now: datetime | None = None) -> list[str]:
-    """What is wrong with a listener's TLS settings and files (empty if nothing is)."""
+def check_certificates(
+    tls: ListenerTls, now: datetime | None = None, dates: bool = True
+) -> list[str]:
+    """What is wrong with a listener's TLS settings and files (empty if nothing is); with
+    ``dates``, certificates out of their validity period too."""
     now = now or datetime.now(UTC)
     problems: list[str] = []
     try:
@@ -320,9 +323,9 @@ def check_certificates(tls: ListenerTls, now: datetime | None = None) -> list[st
             problems.append(str(e))
             continue
         leaf = loaded.chain[0]
-        if leaf.not_valid_after_utc < now:
+        if dates and leaf.not_valid_after_utc < now:
             problems.append(f"{source.cert}: expired on {leaf.not_valid_after_utc:%Y-%m-%d}")
-        if leaf.not_valid_before_utc > now:
+        if dates and leaf.not_valid_before_utc > now:
             problems.append(f"{source.cert}: not valid before {leaf.not_valid_before_utc:%Y-%m-%d}")
         own = certificate_names(leaf)
         for host in source.hosts:

@@ -18,8 +18,9 @@ from twisted.logger import Logger
 
 log = Logger()
 
-# (endpoint host, port, TLS server name or "" for plain HTTP, private owner id or 0)
-PoolKey = tuple[str, int, str, int]
+# (endpoint host, port, TLS server name or "" for plain HTTP, owner: "" when shared by every
+# request to the endpoint, else the backend (TLS) or the client (PROXY protocol) it belongs to)
+PoolKey = tuple[str, int, str, str | int]
 
 
 class Owner(Protocol):

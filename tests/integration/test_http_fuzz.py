@@ -417,8 +417,6 @@ def statuses_of(reply: bytes) -> list[int]:
     return responses(reply, [b"GET"] * 8)
 
 
-@pytest.mark.xfail(strict=True, reason="proxy bug: bytes after a request that closes the "
-                   "connection make the parser fail, and that error replaces the request's answer")
 @pytest.mark.parametrize("first", [
     b"GET /echo/first HTTP/1.0\r\nHost: x\r\n\r\n",
     b"GET /echo/first HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -434,8 +432,6 @@ def test_data_after_a_closing_request_does_not_replace_its_answer(
         assert [r["path"] for r in servers[0].seen.requests] == ["/echo/first"]
 
 
-@pytest.mark.xfail(strict=True, reason="proxy bug: a parse error in a pipelined request is "
-                   "acted on at once, answering the request still in flight with 400")
 @pytest.mark.parametrize("malformed", [
     b"\x00\x01\x02\r\n\r\n",
     b"get /echo HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -453,8 +449,6 @@ def test_a_malformed_pipelined_request_does_not_preempt_the_one_in_flight(
         assert [r["path"] for r in servers[0].seen.requests] == ["/echo/first"]
 
 
-@pytest.mark.xfail(strict=True, reason="proxy bug: after a refused HTTP/2.0 head the parser's "
-                   "next error is answered too: two 400 responses on one connection")
 def test_one_error_answer_per_connection(tmp_path: Path) -> None:
     with endpoints("a") as servers, proxy(tmp_path, {"app": servers}) as (p, _):
         reply = raw(p, b"GET / HTTP/2.0\r\nHost: x\r\n\r\nGET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -462,9 +456,6 @@ def test_one_error_answer_per_connection(tmp_path: Path) -> None:
         assert servers[0].seen.requests == []
 
 
-@pytest.mark.xfail(strict=True, reason="proxy bug: llhttp refuses a Transfer-Encoding without "
-                   "chunked last only after on_headers_complete, when the request already went "
-                   "out on a pooled connection: the endpoint acts on a request answered 400")
 @pytest.mark.parametrize("coding", [b"gzip", b"identity"])
 def test_a_refused_transfer_encoding_never_reaches_the_endpoint(
     tmp_path: Path, coding: bytes
@@ -484,8 +475,6 @@ def test_a_refused_transfer_encoding_never_reaches_the_endpoint(
             wait_for(reached, 2.0, "the refused request at the endpoint (it must never come)")
 
 
-@pytest.mark.xfail(strict=True, reason="proxy bug: a 400 for a HEAD request the parser refuses "
-                   "(here its target) carries a body, as if the method were unknown")
 def test_error_answers_to_head_have_no_body(tmp_path: Path) -> None:
     """RFC 9110 9.3.2: no content in a response to HEAD, the proxy's own answers included."""
     with endpoints("a") as servers, proxy(tmp_path, {"app": servers}) as (p, _):

@@ -22,6 +22,7 @@ from anycastedge.forward.model import (
     ListenerTls,
     Route,
 )
+from tests.support.certs import make_ca, make_cert
 
 HEAD = "pop: t1\ndns:\n  listen: ['127.0.0.1:5300']\n"
 
@@ -155,9 +156,14 @@ def test_udp_cannot_take_what_only_tcp_has(tmp_path: Path) -> None:
 
 
 def tls_files(tmp_path: Path) -> None:
-    """A certificate and key for the config to find: their content is not looked at here."""
-    for name in ("a.pem", "a.key", "b.pem", "b.key", "ca.pem"):
-        (tmp_path / name).write_text("not parsed by the config\n")
+    """Certificates and keys as the config loads them (a.pem serves a.example.com and
+    *.b.example.com; b.pem b.example.net), and a CA file."""
+    ca = make_ca(tmp_path / "pki")
+    for stem, names in (("a", ["a.example.com", "*.b.example.com"]), ("b", ["b.example.net"])):
+        cert, key = make_cert(ca, tmp_path / "pki", stem, names)
+        cert.rename(tmp_path / f"{stem}.pem")
+        key.rename(tmp_path / f"{stem}.key")
+    (tmp_path / "ca.pem").write_bytes(ca.cert.read_bytes())
 
 
 def test_http_and_https_listeners_give_the_model(tmp_path: Path) -> None:
