@@ -45,12 +45,31 @@ def connection_tokens(headers: Headers) -> frozenset[bytes]:
 
 def end_to_end(headers: Headers, drop: frozenset[bytes] = frozenset()) -> Headers:
     """``headers`` without hop-by-hop fields, those Connection names, and ``drop`` (lowercase)."""
-    named = connection_tokens(headers)
-    return [
-        (name, value)
-        for name, value in headers
-        if (low := name.lower()) not in HOP_BY_HOP and low not in named and low not in drop
-    ]
+    return split_hop_by_hop(headers, drop)[0]
+
+
+def split_hop_by_hop(
+    headers: Headers, drop: frozenset[bytes] = frozenset()
+) -> tuple[Headers, frozenset[bytes]]:
+    """``end_to_end``'s fields, and the lowercase names of the hop-by-hop fields and
+    Content-Length there were (a response's framing is read from them). One pass: this runs
+    twice per request."""
+    out = []
+    seen: set[bytes] = set()
+    named: set[bytes] = set()
+    for name, value in headers:
+        low = name.lower()
+        if low in HOP_BY_HOP:
+            seen.add(low)
+            if low == b"connection":
+                named.update(t.strip().lower() for t in value.split(b",") if t.strip())
+        elif low not in drop:
+            if low == b"content-length":
+                seen.add(low)
+            out.append((name, value))
+    if named:  # rare: fields named by Connection, wherever they stand
+        out = [(name, value) for name, value in out if name.lower() not in named]
+    return out, frozenset(seen)
 
 
 def _forwarded_node(address: str) -> bytes:

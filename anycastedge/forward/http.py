@@ -36,6 +36,7 @@ from anycastedge.forward.headers import (
     end_to_end,
     forwarding,
     set_cookie,
+    split_hop_by_hop,
     sticky_id,
 )
 from anycastedge.forward.http_stats import AccessLog, HttpStats
@@ -142,22 +143,30 @@ def _http(listener: Listener) -> ListenerHttp:
 
 
 @implementer(interfaces.IPushProducer)
-class _Pauser:
-    """The client socket as a producer for an upstream socket: pauses it while that socket's
-    buffer is full, without undoing the client connection's own reasons to pause."""
+class _ResponseFlow:
+    """Registered once on a client's socket: while its buffer is full, the endpoint connection
+    feeding it (the current exchange's, or the tunnel's) stops reading (backpressure)."""
+
+    __slots__ = ("client", "paused")
 
     def __init__(self, client: ClientConnection) -> None:
         self.client = client
+        self.paused = False
 
     def pauseProducing(self) -> None:  # noqa: N802
-        self.client.pause("upstream")
+        self.paused = True
+        conn = self.client.feeding()
+        if conn is not None:
+            conn.transport.pauseProducing()
 
     def resumeProducing(self) -> None:  # noqa: N802
-        self.client.resume("upstream")
+        self.paused = False
+        conn = self.client.feeding()
+        if conn is not None:
+            conn.transport.resumeProducing()
 
     def stopProducing(self) -> None:  # noqa: N802
-        """The upstream connection is gone: the exchange decides what becomes of the client
-        (a retry elsewhere, an error answer), not this."""
+        """The client is gone: its exchange ends in connectionLost."""
 
 
 class ClientConnection(protocol.Protocol):
@@ -172,7 +181,7 @@ class ClientConnection(protocol.Protocol):
         self.held: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
         self.holding = False  # a request is parsed, its response is not complete
         self.pauses: set[str] = set()
-        self.pauser = _Pauser(self)
+        self.flow = _ResponseFlow(self)
         self.timer: Any = None
         self.in_head = False
         self.head_bytes = 0
@@ -202,6 +211,7 @@ class ClientConnection(protocol.Protocol):
         f.accepted += 1
         self.peer = self.client = self.transport.getPeer().host
         no_delay(self.transport)
+        self.transport.registerProducer(self.flow, True)
         http = f.http
         self.trusted = is_trusted(self.peer, http.trusted_upstreams)
         listener = f.listener
@@ -219,9 +229,9 @@ class ClientConnection(protocol.Protocol):
         if exchange is not None:
             exchange.client_lost()
         if self.tunnel is not None:
-            self.tunnel.transport.loseConnection()
+            self.tunnel.close()
         if self.private is not None and self.private.owner is None:
-            self.private.transport.loseConnection()
+            self.private.close()
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         if self.tunnel is not None:
@@ -293,6 +303,8 @@ class ClientConnection(protocol.Protocol):
 
     def resume(self, reason: str) -> None:
         """``reason`` no longer holds; read again when no other does."""
+        if reason not in self.pauses:
+            return
         self.pauses.discard(reason)
         if not self.pauses and not self.closed:
             self.transport.resumeProducing()
@@ -352,8 +364,9 @@ class ClientConnection(protocol.Protocol):
     ) -> None:
         if self.closing:
             return
+        # The header deadline's timer runs on: a body's pieces reset it to idle_timeout, and a
+        # request waiting for its response is no client's fault (timed_out).
         self.in_head = False
-        self.timer.reset(self.factory.listener.idle_timeout)
         if version not in ("1.1", "1.0"):
             self.refuse(400, "bad_request")  # HTTP/0.9 has no headers: no Host, no framing
             return
@@ -435,7 +448,7 @@ class ClientConnection(protocol.Protocol):
             self.linger()
             return
         if not keep_alive:
-            self.transport.loseConnection()
+            self.close()
             return
         self.timer.reset(self.factory.listener.idle_timeout)
         self.holding = False
@@ -489,8 +502,9 @@ class ClientConnection(protocol.Protocol):
         unread data causes does not destroy the answer before the client read it (nginx's
         lingering close)."""
         if self.factory.proto == b"https":
-            self.transport.loseConnection()  # TLS has no half-close
+            self.close()  # TLS has no half-close
             return
+        self.transport.unregisterProducer()
         self.transport.loseWriteConnection()
         self.stop_timer()
         self.timer = self.factory.reactor.callLater(LINGER, self.abort)
@@ -526,14 +540,21 @@ class ClientConnection(protocol.Protocol):
             self.refuse(408, "header_timeout")
         elif exchange is None or self.tunnel is not None:
             self.timer = None
-            self.transport.loseConnection()
+            self.close()
             if self.tunnel is not None:
-                self.tunnel.transport.loseConnection()
+                self.tunnel.close()
         else:
             # The request is sent and waits for its response: the backend's timeout rules.
             self.timer = self.factory.reactor.callLater(
                 self.factory.listener.idle_timeout, self.timed_out
             )
+
+    def feeding(self) -> UpstreamConnection | None:
+        """The endpoint connection whose bytes go to this client now."""
+        if self.tunnel is not None:
+            return self.tunnel
+        exchange = self.exchange
+        return exchange.conn if exchange is not None else None
 
     def key(self) -> bytes:
         """The client's address as hashing balancers take it (worked out once)."""
@@ -550,6 +571,12 @@ class ClientConnection(protocol.Protocol):
         """The client's address and port (as a PROXY header named them, if one did), and ours."""
         peer, host = self.transport.getPeer(), self.transport.getHost()
         return (self.client, self.client_port or peer.port), (host.host, host.port)
+
+    def close(self) -> None:
+        """Close once what is buffered is sent (the producer goes first: a TLS transport with
+        one registered would never close)."""
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
 
     def abort(self) -> None:
         """Close at once."""
@@ -777,7 +804,7 @@ class Exchange:
         if pool is not None and index is not None:
             pool.connected(index, time.monotonic() - self.sent_at)
         if self.done or pool is None:
-            conn.transport.loseConnection()
+            conn.close()
             return
         version = pool.backend.proxy_protocol
         if version:
@@ -791,8 +818,8 @@ class Exchange:
         self.conn = conn
         self.sent_at = time.monotonic()
         conn.carry(self, self.head, self.method == b"HEAD", self.pool.backend.http.response_timeout)
-        conn.transport.registerProducer(self.client.pauser, True)
-        self.client.transport.registerProducer(conn.transport, True)
+        if self.client.flow.paused:
+            conn.transport.pauseProducing()  # the client is not reading: nor do we for it
         if self.buffered:
             for chunk in self.buffered:
                 self.write_body(chunk)
@@ -854,20 +881,15 @@ class Exchange:
             self.keep_alive = False
         if self.pool is not None and self.index is not None:
             self.pool.responded(self.index, status)
-        out = end_to_end(headers)
+        out, framing = split_hop_by_hop(headers)
         if status == 101:
             out += [(n, v) for n, v in headers if n.lower() == b"upgrade"]
             out.append((b"Connection", b"upgrade"))
             self.response_started = True
             self.write(_head(status, reason, out))
             return True
-        length = chunked = False
-        for name, _ in headers:
-            low = name.lower()
-            if low == b"content-length":
-                length = True
-            elif low == b"transfer-encoding":
-                chunked = True
+        length = b"content-length" in framing
+        chunked = b"transfer-encoding" in framing
         if self.method == b"HEAD" or status in _NO_BODY_STATUS:
             self.framing = _NONE
         else:
@@ -890,6 +912,10 @@ class Exchange:
         # a small response then leaves in one send, not two.
         self.held_head = _head(status, reason, out)
         return True
+
+    def feeder(self) -> ClientConnection:
+        """The client connection whose request this exchange carries."""
+        return self.client
 
     def flush(self) -> None:
         """Send a held response head (the endpoint's data so far is handled)."""
@@ -925,12 +951,8 @@ class Exchange:
         self.conn = None
         self.release_endpoint()
         conn.release()
-        conn.tunnel = client
+        conn.tunnel = client  # both directions keep their backpressure (the flows' feeding)
         client.tunnel = conn
-        client.transport.unregisterProducer()
-        conn.transport.unregisterProducer()
-        client.transport.registerProducer(conn.transport, True)
-        conn.transport.registerProducer(client.transport, True)
         client.timer.reset(client.factory.listener.idle_timeout)  # the tunnel's idle timeout
         if self.buffered:
             conn.transport.write(b"".join(self.buffered))
@@ -1046,6 +1068,8 @@ class Exchange:
     def write(self, data: bytes) -> None:
         if self.held_head:
             data, self.held_head = self.held_head + data, b""
+        elif not data:
+            return
         self.bytes_out += len(data)
         write_now(self.client.transport, data)
 
@@ -1055,7 +1079,7 @@ class Exchange:
         self.unhook(conn)
         pool = self.pool
         if not reusable or pool is None or conn.lost:
-            conn.transport.loseConnection()
+            conn.close()
             return
         http = pool.backend.http
         if pool.backend.proxy_protocol:
@@ -1064,22 +1088,17 @@ class Exchange:
             self.client.factory.upstreams.give(conn, http.pool_size, http.pool_idle_timeout)
 
     def unhook(self, conn: UpstreamConnection) -> None:
-        """Undo what tied ``conn`` to this exchange (producers, pauses)."""
+        """Undo what tied ``conn`` to this exchange (pauses either way)."""
         conn.release()
-        if conn.transport is not None and not conn.lost:
-            conn.transport.unregisterProducer()
-            conn.transport.resumeProducing()  # it may have been paused by a slow client
-        client = self.client
-        if not client.closed:
-            client.transport.unregisterProducer()
-            client.resume("upstream")
+        if self.client.flow.paused and not conn.lost:
+            conn.transport.resumeProducing()  # paused for a slow client: pooled, it must read
 
     def drop(self, conn: UpstreamConnection) -> None:
         """Close ``conn`` (its request failed)."""
         self.release_endpoint()
         self.unhook(conn)
         if not conn.lost:
-            conn.transport.loseConnection()
+            conn.close()
 
     def release_endpoint(self) -> None:
         """The endpoint no longer counts this request as active."""

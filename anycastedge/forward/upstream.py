@@ -13,8 +13,9 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import httptools
-from twisted.internet import protocol, tcp
+from twisted.internet import interfaces, protocol, tcp
 from twisted.logger import Logger
+from zope.interface import implementer
 
 log = Logger()
 
@@ -33,10 +34,38 @@ class Owner(Protocol):
     ) -> bool: ...
     def response_body(self, data: bytes) -> None: ...
     def flush(self) -> None: ...
+    def feeder(self) -> Any: ...
     def response_complete(self, reusable: bool) -> None: ...
     def response_upgraded(self, rest: bytes) -> None: ...
     def upstream_lost(self, conn: UpstreamConnection) -> None: ...
     def upstream_timeout(self) -> None: ...
+
+
+@implementer(interfaces.IPushProducer)
+class _RequestFlow:
+    """Registered once on an endpoint connection's socket: while its buffer is full, the client
+    connection feeding it stops reading (backpressure)."""
+
+    __slots__ = ("conn", "paused")
+
+    def __init__(self, conn: UpstreamConnection) -> None:
+        self.conn = conn
+        self.paused = False
+
+    def pauseProducing(self) -> None:  # noqa: N802
+        self.paused = True
+        client = self.conn.feeder()
+        if client is not None:
+            client.pause("upstream")
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        self.paused = False
+        client = self.conn.feeder()
+        if client is not None:
+            client.resume("upstream")
+
+    def stopProducing(self) -> None:  # noqa: N802
+        """The connection is gone: its exchange learns it in connectionLost."""
 
 
 class UpstreamConnection(protocol.Protocol):
@@ -58,11 +87,13 @@ class UpstreamConnection(protocol.Protocol):
         self.timer: Any = None
         self.timeout = 0.0
         self.lost = False
+        self.flow = _RequestFlow(self)
 
     # --- connection life
 
     def connectionMade(self) -> None:  # noqa: N802
         no_delay(self.transport)
+        self.transport.registerProducer(self.flow, True)
         if self.owner is not None:
             self.owner.upstream_connected(self)
 
@@ -74,7 +105,7 @@ class UpstreamConnection(protocol.Protocol):
         if owner is not None:
             owner.upstream_lost(self)
         if self.tunnel is not None:
-            self.tunnel.transport.loseConnection()
+            self.tunnel.close()
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         if self.tunnel is not None:
@@ -84,10 +115,8 @@ class UpstreamConnection(protocol.Protocol):
         owner = self.owner
         if owner is None:
             # Nothing is asked of an idle connection: whatever comes is garbage or a late 408.
-            self.transport.loseConnection()
+            self.close()
             return
-        if self.timer is not None:
-            self.timer.reset(self.timeout)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -98,14 +127,16 @@ class UpstreamConnection(protocol.Protocol):
         except httptools.HttpParserError as exc:
             log.info("malformed response from {key}: {exc}", key=self.key[:2], exc=str(exc))
             self.owner = None
-            self.transport.loseConnection()
+            self.close()
             owner.upstream_failed("malformed response")
             return
         if self.spent:
             self.spent = False
             self.parser = httptools.HttpResponseParser(self)
-        if self.owner is not None:
+        if self.owner is not None:  # the response goes on: its timeout starts over
             self.owner.flush()
+            if self.timer is not None:
+                self.timer.reset(self.timeout)
 
     # --- one request
 
@@ -121,6 +152,12 @@ class UpstreamConnection(protocol.Protocol):
             self.timer.reset(timeout)
         write_now(self.transport, head)
 
+    def close(self) -> None:
+        """Close once what is buffered is sent (the producer goes first: a TLS transport with
+        one registered would never close)."""
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
     def busy(self) -> None:
         """Request bytes went out: the response timeout starts over."""
         if self.timer is not None:
@@ -128,14 +165,25 @@ class UpstreamConnection(protocol.Protocol):
 
     def release(self) -> None:
         """The owner is done with the connection."""
+        if self.flow.paused:
+            client = self.feeder()
+            if client is not None:
+                client.resume("upstream")  # no longer feeding this connection
         self.owner = None
+
+    def feeder(self) -> Any:
+        """The client connection whose bytes this connection carries now, if any."""
+        if self.tunnel is not None:
+            return self.tunnel
+        owner = self.owner
+        return owner.feeder() if owner is not None else None
 
     def _timed_out(self) -> None:
         self.timer = None
         owner, self.owner = self.owner, None
         if owner is not None:
             owner.upstream_timeout()
-        self.transport.loseConnection()
+        self.close()
 
     def _cancel_timer(self) -> None:
         if self.timer is not None and self.timer.active():
@@ -175,7 +223,7 @@ class UpstreamConnection(protocol.Protocol):
     def on_body(self, body: bytes) -> None:
         if self.spent:
             self.owner = None  # a body after a bodiless response: unusable
-            self.transport.loseConnection()
+            self.close()
             return
         if self.owner is not None:
             self.owner.response_body(body)
@@ -216,7 +264,7 @@ class UpstreamPools:
         """Keep ``conn`` for reuse, unless ``size`` are idle there already."""
         idle = self.idle.setdefault(conn.key, [])
         if len(idle) >= size or conn.lost:
-            conn.transport.loseConnection()
+            conn.close()
             return
         conn.idle(timeout)
         idle.append(conn)
@@ -256,13 +304,13 @@ class UpstreamPools:
         """Close the idle connections to ``endpoint`` (it went down)."""
         for key in [k for k in self.idle if k[:2] == endpoint]:
             for conn in self.idle.pop(key):
-                conn.transport.loseConnection()
+                conn.close()
 
     def close_all(self) -> None:
         """Close every idle connection (the service stops)."""
         for key in list(self.idle):
             for conn in self.idle.pop(key):
-                conn.transport.loseConnection()
+                conn.close()
 
 
 class UpstreamFactory(protocol.ClientFactory):

@@ -93,7 +93,8 @@ def request_lines(draw: st.DrawFn) -> Case:
     if method_ok and target_kind == 0 and version_ok:
         return Case("request line", payload, OK, [200, 200] if keep else [200], methods)
     if not method_ok or target_kind == 1 or not version_ok:
-        return Case("request line", payload, BAD, [400], reaches_endpoint=False)
+        # An error answer to a HEAD (the method known from the request line) has no body.
+        return Case("request line", payload, BAD, [400], methods, reaches_endpoint=False)
     return Case("request line", payload, ANY, methods=methods)
 
 
