@@ -31,6 +31,8 @@ SPOOFABLE = BUILT | {b"x-forwarded-host", b"x-forwarded-port", b"x-forwarded-ser
 # Retried after the request went out only if it also had no body (Twisted's _shouldRetry).
 RETRYABLE = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"DELETE"})
 
+# Connection options that name no field anyone sends (or only hop-by-hop ones, gone anyway).
+_CONNECTION_OPTIONS = HOP_BY_HOP | {b"close", b""}
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
@@ -62,11 +64,12 @@ def split_hop_by_hop(
         if low in HOP_BY_HOP:
             seen.add(low)
             if low == b"connection":
-                named.update(t.strip().lower() for t in value.split(b",") if t.strip())
+                named.update(t.strip().lower() for t in value.split(b","))
         elif low not in drop:
             if low == b"content-length":
                 seen.add(low)
             out.append((name, value))
+    named -= _CONNECTION_OPTIONS
     if named:  # rare: fields named by Connection, wherever they stand
         out = [(name, value) for name, value in out if name.lower() not in named]
     return out, frozenset(seen)

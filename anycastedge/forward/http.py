@@ -263,8 +263,12 @@ class ClientConnection(protocol.Protocol):
             return
         self.start_pending()
         if self.in_head:
-            # A head arriving in pieces: what it has taken so far counts against the limit
-            # (httptools would otherwise gather a header of any length).
+            # A head arriving in pieces: it has header_timeout from now to arrive whole
+            # (slowloris; a head in one piece, the common case, never moves the timer), and
+            # what it has taken so far counts against the limit (httptools would otherwise
+            # gather a header of any length).
+            if not self.head_bytes:
+                self.timer.reset(self.factory.http.header_timeout)
             self.head_bytes += len(data)
             if self.head_bytes > self.factory.http.max_header_size:
                 self.refuse(431, "header_too_large")
@@ -320,10 +324,8 @@ class ClientConnection(protocol.Protocol):
         self.url = b""
         self.headers = []
         self.head_size = 0
-        # The request's first byte: its whole head has header_timeout to arrive (slowloris).
         self.in_head = True
         self.head_bytes = 0
-        self.timer.reset(self.factory.http.header_timeout)
 
     def on_url(self, url: bytes) -> None:
         if self.holding:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import httptools
-from twisted.internet import interfaces, protocol, tcp
+from twisted.internet import interfaces, protocol, task, tcp
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -87,6 +87,7 @@ class UpstreamConnection(protocol.Protocol):
         self.timer: Any = None
         self.timeout = 0.0
         self.lost = False
+        self.idle_until = 0.0
         self.flow = _RequestFlow(self)
 
     # --- connection life
@@ -191,11 +192,9 @@ class UpstreamConnection(protocol.Protocol):
         self.timer = None
 
     def idle(self, seconds: float) -> None:
-        """Kept in the pool: closed after ``seconds`` unless used."""
-        if self.timer is not None and self.timer.active():
-            self.timer.reset(seconds)
-        else:
-            self.timer = self.pools.reactor.callLater(seconds, self._timed_out)
+        """Kept in the pool: closed after ``seconds`` unless used (by the pools' sweep, which
+        costs less than moving this connection's timer earlier and back for every request)."""
+        self.idle_until = self.pools.reactor.seconds() + seconds
 
     # --- httptools callbacks
 
@@ -243,9 +242,13 @@ class UpstreamConnection(protocol.Protocol):
 class UpstreamPools:
     """Idle keep-alive connections by endpoint, and how many are open to each."""
 
+    SWEEP = 1.0  # seconds between looks for idle connections past their time
+
     def __init__(self, reactor: Any) -> None:
         self.reactor = reactor
         self.idle: dict[PoolKey, list[UpstreamConnection]] = {}
+        self._sweeper = task.LoopingCall(self.sweep)
+        self._sweeper.clock = reactor
         self.open: dict[tuple[str, int], int] = {}  # by endpoint: busy, idle and connecting
         self.reused = 0
         self.created = 0
@@ -268,6 +271,20 @@ class UpstreamPools:
             return
         conn.idle(timeout)
         idle.append(conn)
+        if not self._sweeper.running:
+            self._sweeper.start(self.SWEEP, now=False)
+
+    def sweep(self) -> None:
+        """Close idle connections past their pool_idle_timeout (the oldest are first)."""
+        now = self.reactor.seconds()
+        for key in list(self.idle):
+            idle = self.idle[key]
+            while idle and idle[0].idle_until <= now:
+                idle.pop(0).close()
+            if not idle:
+                del self.idle[key]
+        if not self.idle and self._sweeper.running:
+            self._sweeper.stop()
 
     def connecting(self, endpoint: tuple[str, int]) -> None:
         """A new connection to ``endpoint`` is being made (counted until it closes)."""
@@ -311,6 +328,8 @@ class UpstreamPools:
         for key in list(self.idle):
             for conn in self.idle.pop(key):
                 conn.close()
+        if self._sweeper.running:
+            self._sweeper.stop()
 
 
 class UpstreamFactory(protocol.ClientFactory):
