@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from anycastedge.forward.model import Backend, Ejection, Endpoint
 from anycastedge.forward.pool import Pool
+from anycastedge.health.check import HealthCheck
 
 
 class Clock:
@@ -132,3 +133,39 @@ def test_weight_zero_drains_an_endpoint() -> None:
     b = Backend("web", (Endpoint("127.0.0.1", 1, 0), Endpoint("127.0.0.1", 2, 1)))
     pool = up_pool(b, clock)
     assert pool.usable() == (1,)
+
+
+def test_consecutive_5xx_eject_and_only_an_http_check_ends_it_early() -> None:
+    """A burst of 5xx ejects (any other status resets the count); a passing TCP check says
+    nothing about 5xx, so only time (or an HTTP check) brings the endpoint back."""
+    clock = Clock()
+    rule = Ejection(consecutive_5xx=3, base_time=10.0)
+    pool = up_pool(backend(4, ejection=rule), clock)
+    for status in (500, 503, 200, 502, 500):
+        pool.responded(1, status)
+    assert 1 in pool.usable()  # the 200 reset the count
+    pool.responded(1, 504)
+    assert 1 not in pool.usable() and pool.stats[1].responses_5xx == 5
+    pool.check_result(1, True, True)  # the default check: a TCP connect
+    assert pool.is_ejected(1)
+    clock.now += 10.0
+    assert 1 in pool.usable()
+
+    http_check = Backend(
+        "web",
+        backend(4).endpoints,
+        ejection=rule,
+        healthcheck=HealthCheck(protocol="HTTP", interval=2.0, timeout=1.0),
+    )
+    pool = up_pool(http_check, clock)
+    for _ in range(3):
+        pool.responded(2, 500)
+    assert pool.is_ejected(2)
+    pool.check_result(2, True, True)
+    assert not pool.is_ejected(2)
+    # Connect-failure ejections end at any passing check, as before.
+    pool = up_pool(backend(4, ejection=Ejection(consecutive_failures=1)), clock)
+    pool.connect_failed(0)
+    assert pool.is_ejected(0)
+    pool.check_result(0, True, True)
+    assert not pool.is_ejected(0)
