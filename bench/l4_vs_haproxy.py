@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import functools
 import multiprocessing
 import multiprocessing.pool
 import os
@@ -535,15 +536,16 @@ def running(
     name: str,
     cmd: list[str],
     log: Path,
-    ports: Ports,
-    timeout: float,
+    ready: Callable[[subprocess.Popen[bytes]], None],
     env: dict[str, str] | None = None,
+    cpus: str = str(SERVER_CPU),
 ) -> Iterator[int]:
-    """``cmd`` pinned to SERVER_CPU (its output to ``log``); yields its PID once it forwards.
-    Raises ProxyFailed with the log's tail if it does not; always stops it (by its PID)."""
+    """``cmd`` pinned to ``cpus`` (its output to ``log``); yields its PID once ``ready(proc)``
+    returns. Raises ProxyFailed with the log's tail if it raises that; always stops it (by its
+    PID)."""
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            ["taskset", "-c", str(SERVER_CPU), *cmd],
+            ["taskset", "-c", cpus, *cmd],
             cwd=REPO,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -552,7 +554,7 @@ def running(
         )
     try:
         try:
-            wait_forwarding(proc, ports, timeout)
+            ready(proc)
         except ProxyFailed as exc:
             raise ProxyFailed(f"{exc}; {name} log:\n{log_tail(log)}") from None
         yield proc.pid
@@ -620,7 +622,8 @@ def anycastedge_proxy(work: Path, ep: Endpoints, timeout: float) -> Iterator[tup
     cmd = [sys.executable, "-m", "anycastedge", "serve", "-c", str(config)]
     cmd += ["--control", f"{HOST}:{free_port()}"]  # not the default 9053: may be in use
     env = {k: v for k, v in os.environ.items() if k != "ANYCASTEDGE_CONFIG"}
-    with running("anycastedge", cmd, base / "serve.log", ports, timeout, env) as pid:
+    forwarding = functools.partial(wait_forwarding, ports=ports, timeout=timeout)
+    with running("anycastedge", cmd, base / "serve.log", forwarding, env) as pid:
         yield pid, ports
 
 
@@ -647,8 +650,8 @@ def haproxy_proxy(work: Path, ep: Endpoints, timeout: float) -> Iterator[tuple[i
     config = base / "haproxy.cfg"
     config.write_text(haproxy_config(ports, ep))
     check_config(["haproxy", "-c", "-f", str(config)], "haproxy -c")
-    with running("haproxy", ["haproxy", "-f", str(config), "-db"], base / "log", ports,
-                 timeout) as pid:  # fmt: skip
+    forwarding = functools.partial(wait_forwarding, ports=ports, timeout=timeout)
+    with running("haproxy", ["haproxy", "-f", str(config), "-db"], base / "log", forwarding) as pid:
         yield pid, ports
 
 
@@ -683,7 +686,8 @@ def nginx_proxy(work: Path, ep: Endpoints, timeout: float) -> Iterator[tuple[int
     config.chmod(0o644)
     flags = ["-c", str(config), "-p", f"{base}/", "-e", str(base / "error.log")]
     check_config(["nginx", "-t", *flags], "nginx -t")
-    with running("nginx", ["nginx", *flags], base / "log", ports, timeout) as pid:
+    forwarding = functools.partial(wait_forwarding, ports=ports, timeout=timeout)
+    with running("nginx", ["nginx", *flags], base / "log", forwarding) as pid:
         yield pid, ports
 
 

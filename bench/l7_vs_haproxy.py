@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import http.client
 import os
 import re
@@ -39,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 from dns_vs_nsd import CLK_TCK, HOST, LOAD_CPU, SERVER_CPU, cpu_seconds  # noqa: E402
-from l4_vs_haproxy import ProxyFailed, check_config, cpu_busy_jiffies, log_tail, version  # noqa: E402
+from l4_vs_haproxy import (  # noqa: E402
+    ProxyFailed,
+    check_config,
+    cpu_busy_jiffies,
+    running,
+    version,
+)
 
-from tests.support.procs import free_port, stop_process  # noqa: E402
+from tests.support.procs import free_port  # noqa: E402
 
 TARGETS = ("anycastedge", "haproxy", "nginx", "direct")
 LABELS = {"anycastedge": "anycastedge", "haproxy": "HAProxy", "nginx": "nginx", "direct": "direct"}
@@ -131,6 +138,11 @@ def http_get(port: int, path: str) -> tuple[int, bytes]:
         conn.close()
 
 
+def answering(port: int, timeout: float) -> Callable[[subprocess.Popen[bytes]], None]:
+    """What ``running`` waits for: a proxy answering on ``port``."""
+    return functools.partial(wait_answering, port=port, timeout=timeout)
+
+
 def wait_answering(proc: subprocess.Popen[bytes], port: int, timeout: float) -> None:
     """Poll until a GET of the small file on ``port`` returns 200 and its body (the proxy is up
     and its backend healthy), for at most ``timeout`` seconds."""
@@ -149,37 +161,6 @@ def wait_answering(proc: subprocess.Popen[bytes], port: int, timeout: float) -> 
         if time.monotonic() > deadline:
             raise ProxyFailed(f"no 200 for GET {SMALL_PATH} within {timeout:.0f} s ({last})")
         time.sleep(0.2)
-
-
-@contextlib.contextmanager
-def running(
-    name: str,
-    cmd: list[str],
-    cpus: str,
-    log: Path,
-    port: int,
-    timeout: float,
-    env: dict[str, str] | None = None,
-) -> Iterator[int]:
-    """``cmd`` pinned to ``cpus`` (its output to ``log``); yields its PID once it answers on
-    ``port``. Raises ProxyFailed with the log's tail if it does not; always stops it (its PID)."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            ["taskset", "-c", cpus, *cmd],
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        try:
-            wait_answering(proc, port, timeout)
-        except ProxyFailed as exc:
-            raise ProxyFailed(f"{exc}; {name} log:\n{log_tail(log)}") from None
-        yield proc.pid
-    finally:
-        stop_process(proc)
 
 
 def nginx_common(base: Path, workers: int) -> str:
@@ -212,7 +193,8 @@ def nginx(
     config.chmod(0o644)
     flags = ["-c", str(config), "-p", f"{base}/", "-e", str(base / "error.log")]
     check_config(["nginx", "-t", *flags], "nginx -t")
-    with running("nginx", ["nginx", *flags], cpus, base / "log", port, timeout) as pid:
+    with running("nginx", ["nginx", *flags], base / "log", answering(port, timeout),
+                 cpus=cpus) as pid:  # fmt: skip
         yield pid
 
 
@@ -325,8 +307,9 @@ def anycastedge_proxy(base: Path, be: Backend, workers: int, timeout: float) -> 
         try:
             pid = stack.enter_context(
                 running(
-                    "anycastedge", cmd, cpu_list(workers), log, port, timeout, anycastedge_env()
-                )
+                    "anycastedge", cmd, log, answering(port, timeout), anycastedge_env(),
+                    cpus=cpu_list(workers),
+                )  # fmt: skip
             )
         except ProxyFailed as exc:  # the key passed the check, but serve did not start with it
             if workers > 1:
@@ -355,7 +338,8 @@ def haproxy_proxy(base: Path, be: Backend, workers: int, timeout: float) -> Iter
     config.write_text(haproxy_config(port, be, workers))
     check_config(["haproxy", "-c", "-f", str(config)], "haproxy -c")
     cmd = ["haproxy", "-f", str(config), "-db"]
-    with running("haproxy", cmd, cpu_list(workers), base / "log", port, timeout) as pid:
+    with running("haproxy", cmd, base / "log", answering(port, timeout),
+                 cpus=cpu_list(workers)) as pid:  # fmt: skip
         yield Started(pid, port)
 
 
