@@ -12,7 +12,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,54 +19,19 @@ import pytest
 
 from tests.support.backends import Backend as HttpBackend
 from tests.support.backends import serving as serving_http
-from tests.support.forward import HOST, POLL, backends_up, listener_ports, pop, write_config
+from tests.support.forward import (
+    HOST,
+    POLL,
+    Endpoint,
+    backends_up,
+    listener_ports,
+    pop,
+    write_config,
+)
 from tests.support.procs import free_port
 from tests.support.server import wait_for
 
 # --- endpoints run by the test ----------------------------------------------------------------
-
-
-@dataclass
-class Endpoint:
-    """A TCP server on loopback with a per-connection handler; counts connections."""
-
-    handler: Any
-    port: int = 0
-    connections: int = 0
-    received: list[bytes] = field(default_factory=list)
-    sock: socket.socket | None = None
-    threads: list[threading.Thread] = field(default_factory=list)
-
-    def start(self) -> Endpoint:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((HOST, self.port))
-        sock.listen(128)
-        self.port = sock.getsockname()[1]
-        self.sock = sock
-        thread = threading.Thread(target=self._accept, args=(sock,), daemon=True)
-        thread.start()
-        return self
-
-    def _accept(self, sock: socket.socket) -> None:
-        while True:
-            try:
-                conn, _ = sock.accept()
-            except OSError:
-                return  # stopped
-            self.connections += 1
-            conn.settimeout(POLL)
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            thread.start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with contextlib.suppress(OSError), conn:
-            self.handler(self, conn)
-
-    def stop(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
 
 
 def echo(endpoint: Endpoint, conn: socket.socket) -> None:

@@ -9,80 +9,27 @@ import hashlib
 import json
 import os
 import socket
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import requests
 
-from tests.support.forward import HOST, POLL, Pop, backends_up, listener_ports, pop
-from tests.support.http_backend import EndpointServer, encode_frame, endpoints, read_frame
+from tests.support.forward import (
+    HOST,
+    POLL,
+    Endpoint,
+    Pop,
+    backends_up,
+    headers_of,
+    listener_ports,
+    pop,
+    proxy,
+    raw,
+)
+from tests.support.http_backend import encode_frame, endpoints, read_frame
 from tests.support.server import wait_for
-
-
-def config(port: int, backends: dict[str, list[EndpointServer]], routes: str, extra: str = "",
-           backend_extra: str = "") -> str:  # fmt: skip
-    """pop.yaml's forward: with one HTTP listener ``web`` and the given backends."""
-    lines = [
-        "forward:",
-        "  listeners:",
-        "    web:",
-        f'      bind: "{HOST}:{port}"',
-        "      protocol: http",
-        f"      routes: {routes}",
-    ]
-    lines += [f"      {line}" for line in extra.splitlines() if line]
-    lines.append("  backends:")
-    for name, servers in backends.items():
-        addresses = ", ".join(f'{{address: "{HOST}:{s.port}"}}' for s in servers)
-        lines += [
-            f"    {name}:",
-            "      healthcheck: {kind: tcp, interval: 0.2}",
-            f"      endpoints: [{addresses}]",
-        ]
-        lines += [f"      {line}" for line in backend_extra.splitlines() if line]
-    return "\n".join(lines) + "\n"
-
-
-@contextlib.contextmanager
-def proxy(
-    tmp_path: Path,
-    backends: dict[str, list[EndpointServer]],
-    routes: str = "[{backend: app}]",
-    extra: str = "",
-    backend_extra: str = "",
-) -> Iterator[tuple[Pop, str]]:
-    """serve with one HTTP listener; yields it and its base URL once every endpoint is up."""
-    ports = listener_ports("web")
-    forward = config(ports["web"], backends, routes, extra, backend_extra)
-    with pop(tmp_path, forward, ports) as p:
-        backends_up(p, *backends)
-        yield p, f"http://{HOST}:{ports['web']}"
-
-
-def raw(p: Pop, data: bytes, read_until_close: bool = True) -> bytes:
-    """Send ``data`` on a new connection; what comes back until the proxy closes (bounded)."""
-    with p.connect("web") as sock:
-        sock.sendall(data)
-        out = b""
-        deadline = time.monotonic() + POLL
-        while time.monotonic() < deadline:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            out += chunk
-            if not read_until_close and b"\r\n\r\n" in out:
-                break
-        return out
-
-
-def headers_of(body: dict[str, Any]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for name, value in body["headers"]:
-        out.setdefault(name.lower(), []).append(value)
-    return out
-
 
 # --- routing and keep-alive -------------------------------------------------------------------
 
@@ -333,18 +280,14 @@ def test_get_is_retried_on_another_endpoint_a_sent_post_is_not(tmp_path: Path) -
     with endpoints("a", "b") as servers, proxy(tmp_path, {"app": servers}) as (p, url):
         # An endpoint that accepts and resets: a GET is retried elsewhere; a POST with a body
         # that went out is not (it may have been acted on), so it gets 502.
-        dead = socket.socket()
-        dead.bind((HOST, 0))
-        dead.listen(16)
-        resetter = _resetter(dead)
+        dead = Endpoint(reset_after_a_byte).start()
         try:
             forward = p.config.read_text().replace(
-                f'{{address: "{HOST}:{servers[1].port}"}}',
-                f'{{address: "{HOST}:{dead.getsockname()[1]}"}}',
+                f'{{address: "{HOST}:{servers[1].port}"}}', f'{{address: "{HOST}:{dead.port}"}}'
             )
             p.config.write_text(forward)
             p.server.sighup()
-            dead_address = f"{HOST}:{dead.getsockname()[1]}"
+            dead_address = f"{HOST}:{dead.port}"
 
             def reloaded() -> bool:
                 endpoints = p.status()["backends"][0]["endpoints"]
@@ -362,35 +305,13 @@ def test_get_is_retried_on_another_endpoint_a_sent_post_is_not(tmp_path: Path) -
             wait_for(lambda: '"POST /upload" 502 ' in p.server.log_text(), POLL, "the log")
             assert "upstream_error" in p.server.log_text()
         finally:
-            resetter.close()
+            dead.stop()
 
 
-class _resetter:  # noqa: N801
-    """Accepts connections on ``sock`` and resets each after reading a little."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        import threading
-
-        self.sock = sock
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def run(self) -> None:
-        import struct
-
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with contextlib.suppress(OSError):
-                conn.settimeout(POLL)
-                conn.recv(1)  # a health check sends nothing: it only connects
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            conn.close()
-
-    def close(self) -> None:
-        self.sock.close()
+def reset_after_a_byte(endpoint: Endpoint, conn: socket.socket) -> None:
+    """Reset the connection once it carried a byte (a health check carries none)."""
+    if conn.recv(1):
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 def test_502_when_connects_fail_503_once_checks_say_down(tmp_path: Path) -> None:
@@ -509,51 +430,31 @@ def test_access_log_and_metrics(tmp_path: Path) -> None:
 # --- framing edge cases, against a raw endpoint -----------------------------------------------
 
 
-class RawEndpoint:
-    """An endpoint that answers every request on a connection with ``reply`` (bytes), closing
-    after it when ``close``; records the requests' heads."""
+class RawEndpoint(Endpoint):
+    """Answers every request on a connection with ``reply`` (bytes), closing after it when
+    ``close``; records the requests' heads."""
 
     def __init__(self, reply: bytes, close: bool) -> None:
-        import threading
-
+        super().__init__(RawEndpoint.serve)
         self.reply, self.close = reply, close
         self.heads: list[bytes] = []
         self.closed = 0  # connections that carried a request, then were closed by the proxy
-        self.sock = socket.socket()
-        self.sock.bind((HOST, 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self.run, daemon=True).start()
-
-    def run(self) -> None:
-        import threading
-
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+        self.start()
 
     def serve(self, conn: socket.socket) -> None:
-        with contextlib.suppress(OSError), conn:
-            conn.settimeout(POLL)
-            data = b""
-            while True:
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        self.closed += bool(self.heads)
-                        return
-                    data += chunk
-                head, data = data.split(b"\r\n\r\n", 1)
-                self.heads.append(head)
-                conn.sendall(self.reply)
-                if self.close:
+        data = b""
+        while True:
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    self.closed += bool(self.heads)
                     return
-
-    def stop(self) -> None:
-        self.sock.close()
+                data += chunk
+            head, data = data.split(b"\r\n\r\n", 1)
+            self.heads.append(head)
+            conn.sendall(self.reply)
+            if self.close:
+                return
 
 
 @contextlib.contextmanager

@@ -22,8 +22,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.integration.test_http import proxy, raw
-from tests.support.forward import POLL, Pop
+from tests.support.forward import POLL, Pop, proxy, raw
 from tests.support.http_backend import EndpointServer, endpoints
 from tests.support.server import wait_for
 

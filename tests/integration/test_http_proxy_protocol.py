@@ -10,14 +10,12 @@ import socket
 import struct
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
 import requests
 
-from tests.integration.test_http import headers_of, proxy, raw
-from tests.support.forward import HOST, POLL
+from tests.support.forward import HOST, POLL, Endpoint, headers_of, proxy, raw
 from tests.support.http_backend import EndpointServer, endpoints
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -69,31 +67,18 @@ def test_proxy_v1_header_names_the_client_in_forwarding_fields(tmp_path: Path) -
 # --- a v2 endpoint ----------------------------------------------------------------------------
 
 
-@dataclass
-class V2Endpoint:
+class V2Endpoint(Endpoint):
     """Reads a PROXY v2 header at the start of each connection, then answers each HTTP/1.1
     request on it with a fixed response naming the header's source and the connection."""
 
-    sock: socket.socket = field(default_factory=socket.socket)
-    headers: list[tuple[str, str]] = field(default_factory=list)  # per connection with a header
-    requests: list[tuple[int, bytes]] = field(default_factory=list)  # (connection, request line)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def port(self) -> int:
-        return int(self.sock.getsockname()[1])
-
-    def serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+    def __init__(self) -> None:
+        super().__init__(V2Endpoint.handle)
+        self.headers: list[tuple[str, str]] = []  # per connection with a header
+        self.requests: list[tuple[int, bytes]] = []  # (connection, request line)
+        self.lock = threading.Lock()
 
     def handle(self, conn: socket.socket) -> None:
-        with contextlib.suppress(OSError, ValueError, struct.error), conn:
-            conn.settimeout(POLL)
+        with contextlib.suppress(ValueError, struct.error):
             data = b""
             while len(data) < 16:
                 chunk = conn.recv(4096)
@@ -129,14 +114,11 @@ class V2Endpoint:
 @contextlib.contextmanager
 def v2_endpoint() -> Iterator[V2Endpoint]:
     endpoint = V2Endpoint()
-    endpoint.sock.bind((HOST, 0))
-    endpoint.sock.listen(64)
-    thread = threading.Thread(target=endpoint.serve, daemon=True)
-    thread.start()
+    endpoint.start()
     try:
         yield endpoint
     finally:
-        endpoint.sock.close()
+        endpoint.stop()
 
 
 def test_proxy_v2_backend_gets_a_header_per_new_upstream_connection(tmp_path: Path) -> None:

@@ -6,15 +6,61 @@ from __future__ import annotations
 import contextlib
 import random
 import socket
+import threading
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.http_backend import EndpointServer
 from tests.support.server import ServerHandle, copy_repo_zones, running_server, wait_for
 
 POLL = 20.0  # bound of every wait in these tests
 HOST = "127.0.0.1"
+
+
+@dataclass
+class Endpoint:
+    """A TCP server on loopback with a per-connection handler; counts connections."""
+
+    handler: Any
+    port: int = 0
+    connections: int = 0
+    received: list[bytes] = field(default_factory=list)
+    sock: socket.socket | None = None
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> Endpoint:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((HOST, self.port))
+        sock.listen(128)
+        self.port = sock.getsockname()[1]
+        self.sock = sock
+        thread = threading.Thread(target=self._accept, args=(sock,), daemon=True)
+        thread.start()
+        return self
+
+    def _accept(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return  # stopped
+            self.connections += 1
+            conn.settimeout(POLL)
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            thread.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), conn:
+            self.handler(self, conn)
+
+    def stop(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
 
 @dataclass
@@ -84,3 +130,69 @@ def backends_up(p: Pop, *backends: str) -> None:
         )
 
     wait_for(ready, POLL, f"endpoints of {backends} up")
+
+
+# --- HTTP listeners ---------------------------------------------------------------------------
+
+
+def config(port: int, backends: dict[str, list[EndpointServer]], routes: str, extra: str = "",
+           backend_extra: str = "") -> str:  # fmt: skip
+    """pop.yaml's forward: with one HTTP listener ``web`` and the given backends."""
+    lines = [
+        "forward:",
+        "  listeners:",
+        "    web:",
+        f'      bind: "{HOST}:{port}"',
+        "      protocol: http",
+        f"      routes: {routes}",
+    ]
+    lines += [f"      {line}" for line in extra.splitlines() if line]
+    lines.append("  backends:")
+    for name, servers in backends.items():
+        addresses = ", ".join(f'{{address: "{HOST}:{s.port}"}}' for s in servers)
+        lines += [
+            f"    {name}:",
+            "      healthcheck: {kind: tcp, interval: 0.2}",
+            f"      endpoints: [{addresses}]",
+        ]
+        lines += [f"      {line}" for line in backend_extra.splitlines() if line]
+    return "\n".join(lines) + "\n"
+
+
+@contextlib.contextmanager
+def proxy(
+    tmp_path: Path,
+    backends: dict[str, list[EndpointServer]],
+    routes: str = "[{backend: app}]",
+    extra: str = "",
+    backend_extra: str = "",
+) -> Iterator[tuple[Pop, str]]:
+    """serve with one HTTP listener; yields it and its base URL once every endpoint is up."""
+    ports = listener_ports("web")
+    forward = config(ports["web"], backends, routes, extra, backend_extra)
+    with pop(tmp_path, forward, ports) as p:
+        backends_up(p, *backends)
+        yield p, f"http://{HOST}:{ports['web']}"
+
+
+def raw(p: Pop, data: bytes, read_until_close: bool = True) -> bytes:
+    """Send ``data`` on a new connection; what comes back until the proxy closes (bounded)."""
+    with p.connect("web") as sock:
+        sock.sendall(data)
+        out = b""
+        deadline = time.monotonic() + POLL
+        while time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+            if not read_until_close and b"\r\n\r\n" in out:
+                break
+        return out
+
+
+def headers_of(body: dict[str, Any]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, value in body["headers"]:
+        out.setdefault(name.lower(), []).append(value)
+    return out
