@@ -162,7 +162,8 @@ TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHI
 def random_fields(draw: st.DrawFn) -> Case:
     """A generated field: a token name with a visible value must pass; NUL, CR or LF in the
     value, or a name that is no token, must get 400."""
-    name = b"X-" + draw(st.binary(min_size=1, max_size=12))
+    # No colon: the name would just end there (a shorter, valid name; the rest its value).
+    name = b"X-" + draw(st.binary(min_size=1, max_size=12).filter(lambda b: b":" not in b))
     value = draw(st.binary(max_size=40))
     if b"\n" in value or b"\r" in value:
         return Case("field", head(b"GET", b"/echo", name + b": " + value) + SENTINEL, ANY,
