@@ -684,7 +684,7 @@ class Exchange:
         endpoint = stats.endpoint
         self.endpoint = str(endpoint)
         if not self.head:
-            self.head = self.request_head(backend, self.endpoint)
+            self.head = self.request_head(self.endpoint)
         key = self.pool_key(backend, endpoint.host, endpoint.port)
         if backend.proxy_protocol:
             conn = client.private  # its PROXY header names this client: never shared
@@ -752,7 +752,7 @@ class Exchange:
             owner = backend.name
         return (host, port, server_name, owner)
 
-    def request_head(self, backend: Backend, endpoint: str) -> bytes:
+    def request_head(self, endpoint: str) -> bytes:
         """The request as the endpoint gets it: hop-by-hop fields out, the client named."""
         client = self.client
         target = self.target
