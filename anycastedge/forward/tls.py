@@ -431,8 +431,3 @@ class ClientTls:
             )
         except (UnicodeError, ValueError) as e:
             raise TlsError(f"server name {name!r}: {e}") from None
-
-
-def client_creator(http: BackendHttp, host: str) -> IOpenSSLClientConnectionCreator:
-    """One connection creator (uncached: keep a ClientTls per backend to reuse them)."""
-    return ClientTls(http).creator(host)
