@@ -24,9 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 import httptools
-from twisted.internet import interfaces, protocol
+from twisted.internet import protocol
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from anycastedge.forward.headers import (
     BUILT,
@@ -46,6 +45,7 @@ from anycastedge.forward.proxy_protocol import NeedMore, ProxyHeaderError, heade
 from anycastedge.forward.routing import RouteTable, split_target
 from anycastedge.forward.tls import TlsError
 from anycastedge.forward.upstream import (
+    Flow,
     PoolKey,
     UpstreamConnection,
     UpstreamFactory,
@@ -142,33 +142,6 @@ def _http(listener: Listener) -> ListenerHttp:
     return listener.http
 
 
-@implementer(interfaces.IPushProducer)
-class _ResponseFlow:
-    """Registered once on a client's socket: while its buffer is full, the endpoint connection
-    feeding it (the current exchange's, or the tunnel's) stops reading (backpressure)."""
-
-    __slots__ = ("client", "paused")
-
-    def __init__(self, client: ClientConnection) -> None:
-        self.client = client
-        self.paused = False
-
-    def pauseProducing(self) -> None:  # noqa: N802
-        self.paused = True
-        conn = self.client.feeding()
-        if conn is not None:
-            conn.transport.pauseProducing()
-
-    def resumeProducing(self) -> None:  # noqa: N802
-        self.paused = False
-        conn = self.client.feeding()
-        if conn is not None:
-            conn.transport.resumeProducing()
-
-    def stopProducing(self) -> None:  # noqa: N802
-        """The client is gone: its exchange ends in connectionLost."""
-
-
 class ClientConnection(protocol.Protocol):
     """One client connection: parses requests, one exchange at a time."""
 
@@ -181,7 +154,7 @@ class ClientConnection(protocol.Protocol):
         self.held: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
         self.holding = False  # a request is parsed, its response is not complete
         self.pauses: set[str] = set()
-        self.flow = _ResponseFlow(self)
+        self.flow = Flow(self.feeding)  # the endpoint side stops while this socket is full
         self.timer: Any = None
         self.in_head = False
         self.head_bytes = 0
@@ -304,6 +277,14 @@ class ClientConnection(protocol.Protocol):
         if not self.pauses and not self.closed:
             self.transport.pauseProducing()
         self.pauses.add(reason)
+
+    def pause_reading(self) -> None:
+        """The endpoint connection this client feeds is full (Flow)."""
+        self.pause("upstream")
+
+    def resume_reading(self) -> None:
+        """It has room again."""
+        self.resume("upstream")
 
     def resume(self, reason: str) -> None:
         """``reason`` no longer holds; read again when no other does."""

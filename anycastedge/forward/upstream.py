@@ -42,30 +42,30 @@ class Owner(Protocol):
 
 
 @implementer(interfaces.IPushProducer)
-class _RequestFlow:
-    """Registered once on an endpoint connection's socket: while its buffer is full, the client
-    connection feeding it stops reading (backpressure)."""
+class Flow:
+    """Registered once on a connection's socket (client or endpoint side): while its buffer is
+    full, the connection feeding it now, ``feeder()``, stops reading (backpressure)."""
 
-    __slots__ = ("conn", "paused")
+    __slots__ = ("feeder", "paused")
 
-    def __init__(self, conn: UpstreamConnection) -> None:
-        self.conn = conn
+    def __init__(self, feeder: Callable[[], Any]) -> None:
+        self.feeder = feeder
         self.paused = False
 
     def pauseProducing(self) -> None:  # noqa: N802
         self.paused = True
-        client = self.conn.feeder()
-        if client is not None:
-            client.pause("upstream")
+        feeder = self.feeder()
+        if feeder is not None:
+            feeder.pause_reading()
 
     def resumeProducing(self) -> None:  # noqa: N802
         self.paused = False
-        client = self.conn.feeder()
-        if client is not None:
-            client.resume("upstream")
+        feeder = self.feeder()
+        if feeder is not None:
+            feeder.resume_reading()
 
     def stopProducing(self) -> None:  # noqa: N802
-        """The connection is gone: its exchange learns it in connectionLost."""
+        """The connection is gone: what it carried learns it in connectionLost."""
 
 
 class UpstreamConnection(protocol.Protocol):
@@ -88,7 +88,7 @@ class UpstreamConnection(protocol.Protocol):
         self.timeout = 0.0
         self.lost = False
         self.idle_until = 0.0
-        self.flow = _RequestFlow(self)
+        self.flow = Flow(self.feeder)
 
     # --- connection life
 
@@ -159,6 +159,14 @@ class UpstreamConnection(protocol.Protocol):
         self.transport.unregisterProducer()
         self.transport.loseConnection()
 
+    def pause_reading(self) -> None:
+        """Its client's socket is full: read nothing more from the endpoint for now."""
+        self.transport.pauseProducing()
+
+    def resume_reading(self) -> None:
+        """Its client's socket has room again."""
+        self.transport.resumeProducing()
+
     def busy(self) -> None:
         """Request bytes went out: the response timeout starts over."""
         if self.timer is not None:
@@ -169,7 +177,7 @@ class UpstreamConnection(protocol.Protocol):
         if self.flow.paused:
             client = self.feeder()
             if client is not None:
-                client.resume("upstream")  # no longer feeding this connection
+                client.resume_reading()  # no longer feeding this connection
         self.owner = None
 
     def feeder(self) -> Any:
