@@ -470,13 +470,10 @@ class ClientConnection(protocol.Protocol):
             # request that closes the connection are no request at all: just dropped.
             self.unreadable = True
             self.pause("pipeline")
-            if b"Connection: close" not in str(exc).encode():
-                self.held.append((ClientConnection.refuse_held, (self, status, reason)))
+            exchange = self.exchange
+            if exchange is None or exchange.keep_alive:
+                self.held.append((ClientConnection.refuse, (self, status, reason)))
             return
-        self.refuse(status, reason)
-
-    def refuse_held(self, status: int, reason: str) -> None:
-        """A held parse error, now in its turn."""
         self.refuse(status, reason)
 
     def linger(self) -> None:
