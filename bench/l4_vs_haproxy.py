@@ -799,17 +799,7 @@ def measure_conn(
     runs = run_pool(conn_client, [job] * clients, seconds + CONN_TIMEOUT + 30)
     cpu, others = meter.stop()
     done, failed = sum(r[0] for r in runs), sum(r[1] for r in runs)
-    elapsed = max(r[3] for r in runs) - min(r[2] for r in runs)
-    errors = sorted({r[4] for r in runs if r[4]})
-    note = f"{done} done, {failed} failed" + (f" ({'; '.join(errors)[:120]})" if errors else "")
-    return Result(
-        TESTS["conn"][0],
-        rate=done / elapsed if elapsed > 0 else float("nan"),
-        cpu=cpu,
-        per_unit=1e6 * cpu / done if done else float("nan"),
-        busy=cpu / elapsed if elapsed > 0 else float("nan"),
-        note=f"{note}; {others}",
-    )
+    return pooled_result("conn", runs, done, f"{done} done, {failed} failed", cpu, others)
 
 
 def measure_udp(
@@ -824,14 +814,23 @@ def measure_udp(
     runs = run_pool(udp_client, jobs, seconds + 30)
     cpu, others = meter.stop()
     replies, sent = sum(r[0] for r in runs), sum(r[1] for r in runs)
+    note = f"{replies} replies to {sent} datagrams"
+    return pooled_result("udp", runs, replies, note, cpu, others)
+
+
+def pooled_result(
+    test: str, runs: list[Any], count: int, note: str, cpu: float, others: str
+) -> Result:
+    """A Result from client processes' runs, each (count, other count, start, end, error)."""
     elapsed = max(r[3] for r in runs) - min(r[2] for r in runs)
     errors = sorted({r[4] for r in runs if r[4]})
-    note = f"{replies} replies to {sent} datagrams" + (f" ({'; '.join(errors)})" if errors else "")
+    if errors:
+        note += f" ({'; '.join(errors)[:120]})"
     return Result(
-        TESTS["udp"][0],
-        rate=replies / elapsed if elapsed > 0 else float("nan"),
+        TESTS[test][0],
+        rate=count / elapsed if elapsed > 0 else float("nan"),
         cpu=cpu,
-        per_unit=1e6 * cpu / replies if replies else float("nan"),
+        per_unit=1e6 * cpu / count if count else float("nan"),
         busy=cpu / elapsed if elapsed > 0 else float("nan"),
         note=f"{note}; {others}",
     )
@@ -968,18 +967,24 @@ def version(cmd: list[str]) -> str:
     return found.group(1) if found else "?"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    missing = missing_tools(args.only)
+def can_run(missing: list[str], apt_hint: str, cpus_for: str) -> bool:
+    """Whether the tools and the two CPUs a bench needs are there; if not, says so on stderr."""
     if missing:
         print(
-            f"error: {', '.join(missing)} not installed; on Debian: {APT_HINT} "
-            "(or run `make bench`; --only picks the proxies to compare)",
+            f"error: {', '.join(missing)} not installed; on Debian: {apt_hint} "
+            "(or run `make bench`; --only picks the targets to measure)",
             file=sys.stderr,
         )
-        return 2
+        return False
     if not {SERVER_CPU, LOAD_CPU} <= os.sched_getaffinity(0):
-        print(f"error: needs CPUs {SERVER_CPU} and {LOAD_CPU} (proxy / load)", file=sys.stderr)
+        print(f"error: needs CPUs {SERVER_CPU} and {LOAD_CPU} ({cpus_for})", file=sys.stderr)
+        return False
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not can_run(missing_tools(args.only), APT_HINT, "proxy / load"):
         return 2
     versions = [f"Python {sys.version.split()[0]}"]
     if "haproxy" in args.only:

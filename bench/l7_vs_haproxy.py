@@ -53,6 +53,7 @@ sys.path[:0] = [str(REPO), str(REPO / "bench")]
 from dns_vs_nsd import CLK_TCK, HOST, LOAD_CPU, SERVER_CPU, cpu_seconds  # noqa: E402
 from l4_vs_haproxy import (  # noqa: E402
     ProxyFailed,
+    can_run,
     check_config,
     cpu_busy_jiffies,
     running,
@@ -570,16 +571,7 @@ def missing_tools(selected: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    missing = missing_tools(args.only)
-    if missing:
-        print(
-            f"error: {', '.join(missing)} not installed; on Debian: {APT_HINT} "
-            "(or run `make bench`; --only picks the targets to measure)",
-            file=sys.stderr,
-        )
-        return 2
-    if not {SERVER_CPU, LOAD_CPU} <= os.sched_getaffinity(0):
-        print(f"error: needs CPUs {SERVER_CPU} and {LOAD_CPU} (servers / wrk)", file=sys.stderr)
+    if not can_run(missing_tools(args.only), APT_HINT, "servers / wrk"):
         return 2
     versions = [f"Python {sys.version.split()[0]}", f"nginx {version(['nginx', '-v'])}"]
     if "haproxy" in args.only:
