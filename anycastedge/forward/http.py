@@ -578,7 +578,7 @@ class Exchange:
     __slots__ = (
         "client", "method", "target", "headers", "host", "http11", "keep_alive", "upgrade",
         "length", "chunked", "route", "max_body", "started", "body_seen", "request_done",
-        "body_pending", "pool", "index", "counted", "tried", "conn", "response_started", "status",
+        "pool", "index", "counted", "tried", "conn", "response_started", "status",
         "framing", "until_close", "bytes_out", "reason", "sent_at", "head_at", "head", "buffered",
         "done", "retried_stale", "set_cookie", "endpoint", "held_head", "uri_host",
     )  # fmt: skip
@@ -611,7 +611,6 @@ class Exchange:
         self.started = time.monotonic()
         self.body_seen = 0
         self.request_done = False
-        self.body_pending = bool(length) or chunked
         self.pool: Pool | None = None
         self.index: int | None = None  # the endpoint of the current attempt
         self.counted = False  # the endpoint counts this request as active
@@ -633,6 +632,11 @@ class Exchange:
         self.endpoint = ""
         self.held_head = b""  # the response head, until its body's first piece comes
         self.uri_host = False  # the host came from an absolute-form target: it is the Host
+
+    @property
+    def body_pending(self) -> bool:
+        """Whether a request body is still to be read from the client."""
+        return not self.request_done and (bool(self.length) or self.chunked)
 
     # --- choosing an endpoint and sending
 
@@ -833,7 +837,6 @@ class Exchange:
     def request_complete(self) -> None:
         """The request has been read whole (its body too)."""
         self.request_done = True
-        self.body_pending = False
         if self.done:
             self.client.exchange_done(self, self.client_keeps_alive())
             return
@@ -1014,7 +1017,7 @@ class Exchange:
         client = self.client
         stats = client.factory.stats
         self.reason = reason
-        stats.refused[reason] = stats.refused.get(reason, 0) + 1
+        stats.refused[reason] += 1
         conn, self.conn = self.conn, None
         if conn is not None:
             self.drop(conn)
@@ -1022,7 +1025,7 @@ class Exchange:
         if self.response_started or client.closed:
             self.abort_both()
             return
-        if status in _CLOSING or (self.body_pending and not self.request_done):
+        if status in _CLOSING or self.body_pending:
             client.closing = True
         text = _STATUS_TEXT[status]
         body = b"%d %s\n" % (status, text)
