@@ -90,6 +90,8 @@ class AccessLog:
         self.stream = stream
         self.clock = clock
         self.lines: list[str] = []
+        self._second = -1  # the second _stamp was formatted for: one strftime a second
+        self._stamp = ""
 
     def request(
         self,
@@ -107,7 +109,11 @@ class AccessLog:
         reason: str,
     ) -> None:
         """Note one request (written at the next flush)."""
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.clock()))
+        second = int(self.clock())
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        stamp = self._stamp
         up = "-" if upstream is None else f"{upstream * 1000:.1f}"
         self.lines.append(
             f'{stamp}Z {client} {host or "-"} "{method} {target}" {status} {bytes_in} '
