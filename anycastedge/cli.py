@@ -333,6 +333,101 @@ def cmd_pop_status(args: argparse.Namespace) -> int:
     return status.exit_code
 
 
+def _pop_address(text: str) -> Any:
+    from anycastedge.control.verify import parse_pop
+
+    try:
+        return parse_pop(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _dns_address(text: str) -> tuple[str, int]:
+    from anycastedge.control.verify import parse_address
+
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(kind: type[int] | type[float]) -> Any:
+    def convert(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text} is not above 0")
+        return value
+
+    return convert
+
+
+def cmd_pop_verify(args: argparse.Namespace) -> int:
+    """Ask every POP the same questions, compare the answers; exit 1 on any difference."""
+    import json
+    from functools import partial
+
+    import dns.exception
+
+    from anycastedge.config.pop import SoaConfig
+    from anycastedge.config.zones import load_zones
+    from anycastedge.control.probe_pops import ask, ask_all, ask_anycast
+    from anycastedge.control.verify import (
+        Report,
+        compare,
+        plan_named_zone,
+        plan_zone,
+        render_text,
+        report_json,
+    )
+
+    names = [pop.name for pop in args.pop]
+    if len(set(names)) != len(names):
+        print(f"--pop names must differ: {', '.join(names)}", file=sys.stderr)
+        return 2
+    paths = [Path(p) for p in args.zones or []]
+    if args.zones is None and Path("zones").exists():
+        paths = [Path("zones")]
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        print(f"no such file or directory: {', '.join(map(str, missing))}", file=sys.stderr)
+        return 1
+    try:
+        zones, _warnings = load_zones(paths, SoaConfig()) if paths else ([], [])
+    except ConfigError as exc:
+        _print_problems(exc.problems, sys.stdout)
+        errors = sum(1 for p in exc.problems if not p.warning)
+        print(f"{errors} error(s) in the zone files: nothing was asked")
+        return 1
+    plans = [plan_zone(zone, args.sample) for zone in zones]
+    known = {plan.zone for plan in plans}
+    for name in args.zone or []:
+        try:
+            plan = plan_named_zone(name)
+        except dns.exception.DNSException as exc:
+            print(f"--zone {name!r}: {exc}", file=sys.stderr)
+            return 2
+        if plan.zone not in known:
+            known.add(plan.zone)
+            plans.append(plan)
+    if not plans:
+        print("nothing to verify: no zone files (--zones, default zones/) and no --zone",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    answers = ask_all(args.pop, plans, partial(ask, timeout=args.timeout))
+    zone_results, differences = compare(plans, answers)
+    first = plans[0].zone
+    anycast = tuple(ask_anycast(h, p, first, args.timeout) for h, p in args.anycast or [])
+    report = Report(tuple(args.pop), zone_results, differences, anycast)
+    if args.json:
+        print(json.dumps(report_json(report), indent=2, sort_keys=True))
+    else:
+        print(render_text(report))
+    return report.exit_code
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(prog="anycastedge", description=__doc__)
@@ -394,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="listener NAME's inherited socket; repeatable")  # fmt: skip
     fworker.set_defaults(func=cmd_forward_worker)
 
-    pop = sub.add_parser("pop", help="maintenance of this POP").add_subparsers(
+    pop = sub.add_parser("pop", help="maintenance of this POP; verify the fleet").add_subparsers(
         dest="pop_cmd", required=True
     )
     withdraw = pop.add_parser("withdraw", help="drain, then withdraw the anycast prefixes")
@@ -411,6 +506,58 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("-c", "--config")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_pop_status)
+    verify = pop.add_parser(
+        "verify",
+        help="ask every POP the same questions (SOA, sampled names), report where they differ",
+        description="Ask every POP's unicast address the zones' SOA and a sample of static names "
+        "(GSLB records are not compared); report where the POPs differ, with the dig commands "
+        "that show it. Exit 0: all agree; 1: a difference, an --anycast address without answer, "
+        "or zone files that do not load; 2: usage. docs/operations.md, 'Verify the fleet'.",
+    )
+    verify.add_argument(
+        "--pop",
+        action="append",
+        required=True,
+        type=_pop_address,
+        metavar="NAME=HOST[:PORT]",
+        help="a POP's unicast DNS address (port 53; IPv6 as [V6]:PORT); repeatable",
+    )
+    verify.add_argument(
+        "--zones",
+        action="extend",
+        nargs="+",
+        metavar="PATH",
+        help="zone files or directories (default: zones/ if it exists)",
+    )
+    verify.add_argument(
+        "--zone",
+        action="append",
+        metavar="ZONE",
+        help="a zone known only by name: only its SOA is compared; repeatable",
+    )
+    verify.add_argument(
+        "--sample",
+        type=_positive(int),
+        default=20,
+        metavar="N",
+        help="static names asked per zone, the apex included (default 20)",
+    )
+    verify.add_argument(
+        "--anycast",
+        action="append",
+        type=_dns_address,
+        metavar="HOST[:PORT]",
+        help="show which POP (by NSID) answers this address; repeatable",
+    )
+    verify.add_argument(
+        "--timeout",
+        type=_positive(float),
+        default=2.0,
+        metavar="S",
+        help="seconds per query attempt (default 2)",
+    )
+    verify.add_argument("--json", action="store_true", help="the report as one JSON document")
+    verify.set_defaults(func=cmd_pop_verify)
     return parser
 
 
