@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-DEBS   := bird2 bind9-dnsutils dnsperf nsd iproute2 procps prometheus openssl
+DEBS   := bird2 bind9-dnsutils dnsperf nsd iproute2 procps prometheus openssl systemd
 APT_STAMP := $(VENV)/.debs
 # nginx's stream module is a separate package (a Recommends, which --no-install-recommends skips).
 BENCH_DEBS := haproxy nginx libnginx-mod-stream wrk

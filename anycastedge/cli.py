@@ -145,22 +145,57 @@ def cmd_reload(args: argparse.Namespace) -> int:
 def cmd_zone_check(args: argparse.Namespace) -> int:
     """Validate zone files; print every problem with file:line; exit 1 if any error."""
     from anycastedge.config.pop import SoaConfig
-    from anycastedge.config.zones import load_zones
+    from anycastedge.config.source import read_text
+    from anycastedge.config.zones import build_zone, load_zones
 
     paths = [Path(p) for p in args.paths] or [Path("zones")]
     missing = [p for p in paths if not p.exists()]
     if missing:
         print(f"no such file or directory: {', '.join(map(str, missing))}", file=sys.stderr)
         return 1
+    if args.as_name is not None and (len(paths) != 1 or paths[0].is_dir()):
+        print("--as names one zone file: give exactly one FILE", file=sys.stderr)
+        return 2
     try:
-        zones, warnings = load_zones(paths, SoaConfig())
+        if args.as_name is None:
+            zones, warnings = load_zones(paths, SoaConfig())
+            count = len(zones)
+        else:
+            # A copy under another name (Ansible's `validate:` hands over a temporary file):
+            # the zone's name and every file:line come from the name it will have.
+            _, warnings = build_zone(Path(args.as_name), SoaConfig(), text=read_text(paths[0]))
+            count = 1
     except ConfigError as exc:
         _print_problems(exc.problems, sys.stdout)
         errors = sum(1 for p in exc.problems if not p.warning)
         print(f"{errors} error(s), {len(exc.problems) - errors} warning(s)")
         return 1
     _print_problems(warnings, sys.stdout)
-    print(f"{len(zones)} zone(s) OK, {len(warnings)} warning(s)")
+    print(f"{count} zone(s) OK, {len(warnings)} warning(s)")
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    """Validate pop.yaml and everything serve would load with it: zones, certificates, the
+    ExaBGP config; exit 1 with every problem."""
+    from anycastedge.bgp.exabgp import render_config
+    from anycastedge.config.zones import load_zones
+
+    config = _pop_config(args)  # a ConfigError is printed by main, with every problem
+    zones, warnings = load_zones([config.dns.zones], config.dns.soa)
+    _print_problems(warnings, sys.stdout)
+    if config.bgp.neighbors:
+        render_config(config)
+    listen = " ".join(f"{h}:{p}" for h, p in config.dns.listen)
+    bgp = config.bgp
+    session = (f"AS {bgp.local_as}, {len(bgp.neighbors)} neighbor(s), "
+               f"{len(bgp.health.checks)} check(s)" if bgp.neighbors else "none")  # fmt: skip
+    print(f"{config.source}: POP {config.pop} OK")
+    print(f"  dns: {listen}, {len(zones)} zone(s) from {config.dns.zones}, "
+          f"{len(warnings)} warning(s)")  # fmt: skip
+    print(f"  anycast: {' '.join(config.anycast) or 'none'}; bgp: {session}")
+    forward = config.forward
+    print(f"  forward: {len(forward.listeners)} listener(s), {len(forward.backends)} backend(s)")
     return 0
 
 
@@ -255,6 +290,9 @@ def cmd_bgp_render(args: argparse.Namespace) -> int:
     """Write the ExaBGP config (and FILE.env) for this POP."""
     from anycastedge.bgp.exabgp import render_config, render_environment
 
+    if args.env:
+        sys.stdout.write(render_environment())
+        return 0
     config = _pop_config(args)
     # --portable names pop.yaml only in a comment, as typed: never the resolved path.
     portable = _config_path(args.config) if args.portable else None
@@ -455,14 +493,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check = zone.add_parser("check", help="validate zone files, every problem with file:line")
     check.add_argument("paths", nargs="*", help="zone files or directories (default: zones/)")
+    check.add_argument("--as", dest="as_name", metavar="NAME",
+                       help="check one FILE as if it were named NAME (e.g. example.com.yaml): "
+                       "for a temporary copy, as Ansible's validate: hands over")  # fmt: skip
     check.set_defaults(func=cmd_zone_check)
+
+    config = sub.add_parser("config", help="pop.yaml tools").add_subparsers(
+        dest="config_cmd", required=True
+    )
+    ccheck = config.add_parser(
+        "check", help="validate pop.yaml and what serve would load with it, without starting"
+    )
+    ccheck.add_argument("-c", "--config")
+    ccheck.set_defaults(func=cmd_config_check)
 
     bgp = sub.add_parser("bgp", help="BGP: ExaBGP config and hook").add_subparsers(
         dest="bgp_cmd", required=True
     )
     render = bgp.add_parser("render", help="write the ExaBGP config for this POP")
     render.add_argument("-c", "--config")
-    render.add_argument("-o", "--output", help="config file (its environment goes to FILE.env)")
+    where = render.add_mutually_exclusive_group()
+    where.add_argument("-o", "--output", help="config file (its environment goes to FILE.env)")
+    where.add_argument(
+        "--env", action="store_true", help="print only ExaBGP's environment (KEY=VALUE lines)"
+    )
     render.add_argument(
         "--portable",
         action="store_true",

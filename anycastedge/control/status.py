@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from anycastedge.bgp.decision import ANNOUNCED
+from anycastedge.bgp.decision import ANNOUNCED, WITHDRAWN
 from anycastedge.config.pop import PopConfig
 from anycastedge.statedir.files import StateFileError
 from anycastedge.statedir.hook import HookStatus, read_hook_status, status_fields
@@ -30,6 +30,14 @@ class PopStatus:
     def in_maintenance(self) -> bool:
         """Whether the hook sees this POP as withdrawn by an operator."""
         return self.maintenance is not None or self.maintenance_error is not None
+
+    @property
+    def withdrawn(self) -> bool:
+        """Whether the hook reports every anycast prefix withdrawn (the end of a drain)."""
+        if self.hook is None:
+            return False
+        told = self.hook.prefixes
+        return all(p in told and told[p].status == WITHDRAWN for p in self.anycast)
 
     @property
     def exit_code(self) -> int:
@@ -72,6 +80,7 @@ def status_json(status: PopStatus) -> dict[str, Any]:
         "hook": None if hook is None else status_fields(hook),
         "hook_error": status.hook_error,
         "hook_age_seconds": None if hook is None else hook.age,
+        "withdrawn": status.withdrawn,
         "exit_code": status.exit_code,
     }
 

@@ -9,109 +9,32 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.support.bgp import BIRD_CONF, POP_AS, REPO, BirdRouter, ExaBgp
+from tests.support.bgp import (
+    BIRD_CONF,
+    FALL,
+    FAST,
+    INTERVAL,
+    POP_AS,
+    PREFIX,
+    PREFIX6,
+    REPO,
+    SETTLE,
+    lab,
+    write_pop,
+)
 from tests.support.procs import free_port
-from tests.support.server import ServerHandle, copy_repo_zones, start_server, wait_for
+from tests.support.server import wait_for
 
 pytestmark = pytest.mark.skipif(
     shutil.which("bird") is None or not Path(sys.executable).with_name("exabgp").exists(),
     reason="needs bird2 and exabgp",
 )
 
-PREFIX = "203.0.113.53/32"
-PREFIX6 = "2001:db8:53::53/128"
-INTERVAL, FAST, RISE, FALL = 1.0, 0.2, 2, 2
 DETECTION = FALL * FAST + INTERVAL + 1.0  # the issue's bound for a stopped server
-SETTLE = 30.0  # bound for session set-up and rise
-
-
-@dataclass
-class Lab:
-    router: BirdRouter
-    exabgp: ExaBgp
-    serve: ServerHandle
-    pop_yaml: Path
-    state_dir: Path
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "anycastedge", *args, "-c", str(self.pop_yaml)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-
-
-def write_pop(
-    directory: Path, bgp_port: int, dns_port: int, control_port: int, extra: str = ""
-) -> Path:
-    """pop.yaml for the lab; ``extra`` is appended (more checks must follow ``checks:``)."""
-    zones = copy_repo_zones(directory / "zones")
-    path = directory / "pop.yaml"
-    path.write_text(
-        f"""pop: bgp-test
-state_dir: state
-anycast: [{PREFIX}, {PREFIX6}]
-dns:
-  listen: ["127.0.0.1:{dns_port}"]
-  zones: {zones}
-control:
-  listen: 127.0.0.1:{control_port}
-bgp:
-  router_id: 127.0.0.2
-  local_as: {POP_AS}
-  local_address: 127.0.0.2
-  require_local_address: false
-  neighbors: [{{address: 127.0.0.1, peer_as: 65000, port: {bgp_port}}}]
-  up: {{med: 100}}
-  drain: {{seconds: 30, med: 1000, prepend: 3}}
-  health:
-    interval: {INTERVAL}
-    fast_interval: {FAST}
-    rise: {RISE}
-    fall: {FALL}
-    timeout: 0.5
-    checks:
-      - {{kind: dns, server: "127.0.0.1:{dns_port}", name: example.com., type: SOA}}
-{extra}"""
-    )
-    return path
-
-
-@contextmanager
-def lab(tmp_path: Path, extra: str = "", control_port: int | None = None) -> Iterator[Lab]:
-    with BirdRouter() as router:
-        dns_port, control_port = free_port(), control_port or free_port()
-        pop_yaml = write_pop(tmp_path, router.port, dns_port, control_port, extra)
-        conf = tmp_path / "exabgp.conf"
-        rendered = subprocess.run(
-            [sys.executable, "-m", "anycastedge", "bgp", "render", "-c", str(pop_yaml)]
-            + ["-o", str(conf)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert rendered.returncode == 0, rendered.stderr
-        serve = start_server(
-            ["serve", "-c", str(pop_yaml)],
-            dns_port=dns_port,
-            control_port=control_port,
-            probe_zone="example.com.",
-            cwd=tmp_path,
-            workdir=tmp_path,
-        )
-        try:
-            with ExaBgp(conf) as exabgp:
-                yield Lab(router, exabgp, serve, pop_yaml, tmp_path / "state")
-        finally:
-            serve.stop()
 
 
 def test_rendered_config_validates(tmp_path: Path) -> None:

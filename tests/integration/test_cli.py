@@ -147,6 +147,55 @@ def test_zone_check_missing_path_fails() -> None:
     assert "no/such/dir" in proc.stderr
 
 
+def test_zone_check_as_names_the_file_it_will_be(tmp_path: Path) -> None:
+    """`zone check --as NAME FILE` (Ansible's validate: hands over a temporary copy) takes the
+    zone's name and every file:line from NAME, and refuses a directory."""
+    copy = tmp_path / "source"
+    copy.write_text((BAD / "bad-ipv4.test.yaml").read_text())
+    proc = anycastedge("zone", "check", "--as", "zones/bad-ipv4.test.yaml", str(copy))
+    assert proc.returncode == 1
+    assert 'ERROR zones/bad-ipv4.test.yaml, line 10, column 3: "www": invalid IPv4 address' in (
+        proc.stdout
+    ), proc.stdout
+    assert str(copy) not in proc.stdout
+    good = tmp_path / "good"
+    good.write_text((REPO_ZONES / "example.com.yaml").read_text())
+    proc = anycastedge("zone", "check", "--as", "example.com.yaml", str(good))
+    assert proc.returncode == 0 and "1 zone(s) OK" in proc.stdout, proc.stdout
+    proc = anycastedge("zone", "check", "--as", "example.com.yaml", str(REPO_ZONES))
+    assert proc.returncode == 2 and "exactly one FILE" in proc.stderr
+
+
+def test_config_check_accepts_the_example_and_names_key_and_file_of_a_problem(
+    tmp_path: Path,
+) -> None:
+    """`config check` passes examples/pop.yaml with a summary; a bad key and a broken zone in
+    the zones it names are each reported with the file (and line), exit 1."""
+    proc = anycastedge("config", "check", "-c", str(REPO / "examples" / "pop.yaml"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "POP demo1 OK" in proc.stdout and "2 zone(s)" in proc.stdout
+    zones = copy_repo_zones(tmp_path / "zones")
+    path = tmp_path / "pop.yaml"
+    path.write_text(f"pop: t1\ndns:\n  zones: {zones}\n  max_udp_sise: 1232\n")
+    proc = anycastedge("config", "check", "-c", str(path))
+    assert proc.returncode == 1 and str(path) in proc.stderr and "max_udp_sise" in proc.stderr
+    path.write_text(f"pop: t1\ndns:\n  zones: {zones}\n")
+    (zones / "example.net.yaml").write_text("www: {type: A, value: 192.0.2.300}\n")
+    proc = anycastedge("config", "check", "-c", str(path))
+    assert proc.returncode == 1
+    assert f"{zones / 'example.net.yaml'}, line 1" in proc.stdout + proc.stderr
+
+
+def test_bgp_render_env_prints_the_environment_file(tmp_path: Path) -> None:
+    """`bgp render --env` prints exactly what `-o FILE` writes to FILE.env."""
+    out = tmp_path / "exabgp.conf"
+    example = str(REPO / "examples" / "pop.yaml")
+    assert anycastedge("bgp", "render", "-c", example, "-o", str(out)).returncode == 0
+    proc = anycastedge("bgp", "render", "--env")
+    assert proc.returncode == 0 and proc.stdout == Path(f"{out}.env").read_text()
+    assert "exabgp_api_ack=true" in proc.stdout
+
+
 OCTODNS_REJECTS = [
     "bad-ipv4.test.yaml",
     "bad-ttl.test.yaml",

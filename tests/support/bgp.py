@@ -1,4 +1,4 @@
-"""A BIRD 2 router and an ExaBGP speaker on loopback, for the BGP integration tests.
+"""A BIRD 2 router and an ExaBGP speaker on loopback, and a whole POP (``lab``), for the tests.
 
 BIRD runs the repository's bgp/bird.conf, listening passively on 127.0.0.1 (a free port); ExaBGP
 connects from 127.0.0.2, runs the anycastedge hook, and is stopped by its own PID. Routes are read
@@ -14,16 +14,23 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.procs import free_port, stop_process
-from tests.support.server import wait_for
+from tests.support.server import ServerHandle, copy_repo_zones, start_server, wait_for
 
 ROUTER_AS, POP_AS = 65000, 65011
 REPO = Path(__file__).resolve().parents[2]
 BIRD_CONF = REPO / "bgp" / "bird.conf"
 BIRD_PORT_FILE = "bird-port.conf"  # included by bird.conf, from its own directory
+# The lab's POP: its prefixes and the hook's timers.
+PREFIX = "203.0.113.53/32"
+PREFIX6 = "2001:db8:53::53/128"
+INTERVAL, FAST, RISE, FALL = 1.0, 0.2, 2, 2
+SETTLE = 30.0  # bound for session set-up and rise
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,3 +201,87 @@ class ExaBgp:
         pid = wait_for(lambda: (self.hook_pids() or [None])[0], 10, "the hook process")
         os.kill(pid, signal.SIGKILL)
         return pid
+
+
+@dataclass
+class Lab:
+    """BIRD, ExaBGP with the hook, and serve: one POP announcing to one router, on loopback."""
+
+    router: BirdRouter
+    exabgp: ExaBgp
+    serve: ServerHandle
+    pop_yaml: Path
+    state_dir: Path
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "anycastedge", *args, "-c", str(self.pop_yaml)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+
+def write_pop(
+    directory: Path, bgp_port: int, dns_port: int, control_port: int, extra: str = ""
+) -> Path:
+    """pop.yaml for the lab; ``extra`` is appended (more checks must follow ``checks:``)."""
+    zones = copy_repo_zones(directory / "zones")
+    path = directory / "pop.yaml"
+    path.write_text(
+        f"""pop: bgp-test
+state_dir: state
+anycast: [{PREFIX}, {PREFIX6}]
+dns:
+  listen: ["127.0.0.1:{dns_port}"]
+  zones: {zones}
+control:
+  listen: 127.0.0.1:{control_port}
+bgp:
+  router_id: 127.0.0.2
+  local_as: {POP_AS}
+  local_address: 127.0.0.2
+  require_local_address: false
+  neighbors: [{{address: 127.0.0.1, peer_as: 65000, port: {bgp_port}}}]
+  up: {{med: 100}}
+  drain: {{seconds: 30, med: 1000, prepend: 3}}
+  health:
+    interval: {INTERVAL}
+    fast_interval: {FAST}
+    rise: {RISE}
+    fall: {FALL}
+    timeout: 0.5
+    checks:
+      - {{kind: dns, server: "127.0.0.1:{dns_port}", name: example.com., type: SOA}}
+{extra}"""
+    )
+    return path
+
+
+@contextmanager
+def lab(tmp_path: Path, extra: str = "", control_port: int | None = None) -> Iterator[Lab]:
+    with BirdRouter() as router:
+        dns_port, control_port = free_port(), control_port or free_port()
+        pop_yaml = write_pop(tmp_path, router.port, dns_port, control_port, extra)
+        conf = tmp_path / "exabgp.conf"
+        rendered = subprocess.run(
+            [sys.executable, "-m", "anycastedge", "bgp", "render", "-c", str(pop_yaml)]
+            + ["-o", str(conf)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert rendered.returncode == 0, rendered.stderr
+        serve = start_server(
+            ["serve", "-c", str(pop_yaml)],
+            dns_port=dns_port,
+            control_port=control_port,
+            probe_zone="example.com.",
+            cwd=tmp_path,
+            workdir=tmp_path,
+        )
+        try:
+            with ExaBgp(conf) as exabgp:
+                yield Lab(router, exabgp, serve, pop_yaml, tmp_path / "state")
+        finally:
+            serve.stop()

@@ -268,6 +268,7 @@ def start_server(
     startup_timeout: float = 20.0,
     zones_dir: Path | None = None,
     pop: str | None = None,
+    python: str = sys.executable,
 ) -> ServerHandle:
     """Start ``python -m anycastedge <args>`` as given; return once DNS (and control) answer.
 
@@ -276,7 +277,7 @@ def start_server(
     log_path = workdir / f"serve-{dns_port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "anycastedge", *args],
+            [python, "-m", "anycastedge", *args],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

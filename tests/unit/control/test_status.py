@@ -50,3 +50,31 @@ def test_unreadable_state_files_are_reported_not_raised(
     document = json.loads(capsys.readouterr().out)
     key = "hook_error" if name == "hook.json" else "maintenance_error"
     assert "not JSON" in document[key] and document["exit_code"] == 1
+
+
+@pytest.mark.parametrize(
+    ("statuses", "withdrawn"),
+    [
+        ({"203.0.113.53/32": "withdrawn", "2001:db8:53::53/128": "withdrawn"}, True),
+        ({"203.0.113.53/32": "withdrawn", "2001:db8:53::53/128": "draining"}, False),
+        ({"203.0.113.53/32": "withdrawn"}, False),  # a prefix the hook has not spoken of
+        (None, False),  # no hook report at all: nothing to vouch that it is withdrawn
+    ],
+)
+def test_withdrawn_means_every_prefix_reported_withdrawn(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], statuses: dict[str, str] | None,
+    withdrawn: bool,
+) -> None:
+    """`withdrawn` in `pop status --json` (what maintenance.yml waits for) needs every anycast
+    prefix withdrawn in the hook's own report."""
+    path = tmp_path / "pop.yaml"
+    path.write_text(
+        "pop: t\nstate_dir: state\nanycast: [203.0.113.53/32, 2001:db8:53::53/128]\n"
+        "bgp:\n  neighbors: [{address: 127.0.0.1, peer_as: 64500}]\n"
+        "  health: {checks: [{kind: tcp, address: '127.0.0.1:53'}]}\n"
+    )
+    if statuses is not None:
+        prefixes = {p: PrefixReport(s, 1.0, f"{s} {p}", "test") for p, s in statuses.items()}
+        write_hook_status(tmp_path / "state", HookStatus(7, 2.0, "DISABLED", 0, prefixes, ()))
+    main(["pop", "status", "-c", str(path), "--json"])
+    assert json.loads(capsys.readouterr().out)["withdrawn"] is withdrawn
