@@ -142,6 +142,14 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return 1
 
 
+def _any_missing(paths: Sequence[Path]) -> bool:
+    """Name the paths that do not exist (on stderr); whether there were any."""
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        print(f"no such file or directory: {', '.join(map(str, missing))}", file=sys.stderr)
+    return bool(missing)
+
+
 def cmd_zone_check(args: argparse.Namespace) -> int:
     """Validate zone files; print every problem with file:line; exit 1 if any error."""
     from anycastedge.config.pop import SoaConfig
@@ -149,9 +157,7 @@ def cmd_zone_check(args: argparse.Namespace) -> int:
     from anycastedge.config.zones import build_zone, load_zones
 
     paths = [Path(p) for p in args.paths] or [Path("zones")]
-    missing = [p for p in paths if not p.exists()]
-    if missing:
-        print(f"no such file or directory: {', '.join(map(str, missing))}", file=sys.stderr)
+    if _any_missing(paths):
         return 1
     if args.as_name is not None and (len(paths) != 1 or paths[0].is_dir()):
         print("--as names one zone file: give exactly one FILE", file=sys.stderr)
@@ -428,9 +434,7 @@ def cmd_pop_verify(args: argparse.Namespace) -> int:
     paths = [Path(p) for p in args.zones or []]
     if args.zones is None and Path("zones").exists():
         paths = [Path("zones")]
-    missing = [p for p in paths if not p.exists()]
-    if missing:
-        print(f"no such file or directory: {', '.join(map(str, missing))}", file=sys.stderr)
+    if _any_missing(paths):
         return 1
     try:
         zones, _warnings = load_zones(paths, SoaConfig()) if paths else ([], [])

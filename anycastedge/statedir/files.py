@@ -22,11 +22,17 @@ class StateFileError(AnycastEdgeError):
         super().__init__(f"{path}: {reason}")
 
 
+FILE_MODE = 0o644  # state, not secrets: readable by every user that runs a part of the POP
+
+
 def write_record(path: Path, kind: str, fields: dict[str, Any]) -> None:
     """Replace ``path`` atomically: readers see the old record or the new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        # mkstemp makes it 0600: a file `pop withdraw` writes as root must stay readable by the
+        # hook, which runs as the service user (and the other way round for `pop status`).
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "w") as fh:
             json.dump({"kind": kind, "format": FORMAT, **fields}, fh, indent=2, sort_keys=True)
             fh.write("\n")

@@ -11,7 +11,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,11 +65,15 @@ def parse_recap(output: str) -> dict[str, dict[str, int]]:
 
 
 def playbook(
-    name: str, inventory: Path, home: Path, extra_vars: Mapping[str, Any] | None = None
+    name: str,
+    inventory: Path,
+    home: Path,
+    extra_vars: Mapping[str, Any] | None = None,
+    options: Sequence[str] = (),
 ) -> Run:
     """Run ansible/``name`` against ``inventory``; bounded by PLAYBOOK_TIMEOUT."""
     home.mkdir(parents=True, exist_ok=True)
-    args = [str(BIN / "ansible-playbook"), "-i", str(inventory), str(ANSIBLE_DIR / name)]
+    args = [str(BIN / "ansible-playbook"), "-i", str(inventory), str(ANSIBLE_DIR / name), *options]
     if extra_vars:
         args += ["-e", json.dumps(dict(extra_vars))]
     result = subprocess.run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,14 @@ def test_files_are_replaced_atomically(tmp_path: Path) -> None:
     for count in range(3):
         write_hook_status(tmp_path, HookStatus(1, 1.0, "UP", count, {}, ()))
     assert [p.name for p in tmp_path.iterdir()] == ["hook.json"]
+
+
+def test_files_are_readable_by_the_other_users_of_the_pop(tmp_path: Path) -> None:
+    """A state file is 0644 whatever the umask: `pop withdraw` run as root writes what the hook,
+    running as the service user, must read (an unreadable one would skip the drain)."""
+    old = os.umask(0o077)
+    try:
+        set_maintenance(tmp_path, Maintenance(1.0, 30.0, "test", "root"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "maintenance.json").stat().st_mode & 0o777 == 0o644
