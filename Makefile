@@ -10,7 +10,7 @@ APT_STAMP := $(VENV)/.debs
 BENCH_DEBS := haproxy nginx libnginx-mod-stream wrk
 BENCH_APT_STAMP := $(VENV)/.bench-debs
 
-.PHONY: run test lint unit integration bench venv debs clean
+.PHONY: run test lint unit integration bench venv debs clean lab
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,12 @@ lint: $(STAMP)
 test: export PYTHONPYCACHEPREFIX := $(CURDIR)/$(VENV)/pycache
 test: $(STAMP) $(APT_STAMP) lint
 	$(BIN)/pytest -q
+
+# The anycast lab (root): routers, POPs and clients in network namespaces (docs/lab.md). It stays
+# up for exploring afterwards; `.venv/bin/anycastedge lab down` removes it.
+lab: $(STAMP) $(APT_STAMP)
+	$(BIN)/anycastedge lab up
+	$(BIN)/anycastedge lab test
 
 bench: $(STAMP) $(APT_STAMP) $(BENCH_APT_STAMP)
 	$(BIN)/python bench/dns_vs_nsd.py

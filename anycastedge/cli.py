@@ -470,6 +470,42 @@ def cmd_pop_verify(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def cmd_lab(args: argparse.Namespace) -> int:
+    """The network-namespace lab: up, down, status, test (root). docs/lab.md."""
+    import json
+
+    from anycastedge.lab.report import as_json, status_text, table
+    from anycastedge.lab.runner import Lab, LabError
+    from anycastedge.lab.scenarios import run_all
+
+    lab = Lab()
+    try:
+        if args.lab_cmd == "up":
+            lab.up()
+            print(status_text(lab.status()))
+            print("try: ip netns exec ae-client1 dig +nsid @203.0.113.53 example.com SOA\n"
+                  f"     birdc -s {lab.bird_socket} show route all\n"
+                  "     anycastedge lab test; anycastedge lab down")  # fmt: skip
+            return 0
+        if args.lab_cmd == "down":
+            removed = lab.down()
+            print(f"removed {' '.join(removed)}" if removed else "nothing to remove")
+            return 0
+        if args.lab_cmd == "status":
+            status = lab.status()
+            print(json.dumps(status, indent=2) if args.json else status_text(status))
+            return 0
+        if not lab.status()["namespaces"]:
+            print("the lab is down: run `anycastedge lab up` first", file=sys.stderr)
+            return 1
+        results = run_all(lab.load())
+        print(json.dumps(as_json(results), indent=2) if args.json else table(results))
+        return 0 if all(r.ok for r in results) else 1
+    except LabError as exc:
+        print(f"lab: {exc}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(prog="anycastedge", description=__doc__)
@@ -616,6 +652,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--json", action="store_true", help="the report as one JSON document")
     verify.set_defaults(func=cmd_pop_verify)
+    lab = sub.add_parser("lab", help="the network-namespace lab (root): docs/lab.md")
+    lab_sub = lab.add_subparsers(dest="lab_cmd", required=True)
+    lab_sub.add_parser("up", help="build the namespaces, start BIRD, the POPs, the backends")
+    lab_sub.add_parser("down", help="remove every namespace, process and file of the lab")
+    lab_status = lab_sub.add_parser("status", help="which POP the router prefers, each hook")
+    lab_status.add_argument("--json", action="store_true")
+    lab_test = lab_sub.add_parser("test", help="run the scenarios, print one table")
+    lab_test.add_argument("--json", action="store_true")
+    lab.set_defaults(func=cmd_lab)
     return parser
 
 
