@@ -78,7 +78,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     from anycastedge.app import build_app
+    from anycastedge.config.source import writable_by_others
     from anycastedge.dns.service import SHOWN
+    from anycastedge.privileges import PrivilegeError, drop_privileges
 
     config = _load_config(args)
     app = build_app(config, reactor)
@@ -98,14 +100,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"cannot listen on {exc.interface}:{exc.port}: {exc.socketError}", file=sys.stderr)
         return 1
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)  # type: ignore[attr-defined]
+    # Every socket is bound: nothing more needs root.
+    try:
+        identity = drop_privileges(config.user, config.state_dir)
+    except (PrivilegeError, OSError) as exc:
+        print(f"cannot drop privileges: {exc}", file=sys.stderr)
+        return 1
     listen = " ".join(f"{h}:{p}" for h, p in config.dns.listen)
     control = config.control.listen
     where = f", control on {control[0]}:{control[1]}" if control else ""
     print(
-        f"anycastedge {config.pop} (pid {os.getpid()}): DNS on {listen} (udp+tcp){where}",
+        f"anycastedge {config.pop} (pid {os.getpid()}): DNS on {listen} (udp+tcp){where}"
+        f"{'; ' + identity.note if identity.note else ''}",
         file=sys.stderr,
         flush=True,
     )
+    if config.source is not None and (loose := writable_by_others(config.source)) is not None:
+        _print_problems([loose])
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     reactor.run()  # type: ignore[attr-defined]
     return 0
@@ -185,10 +196,14 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     """Validate pop.yaml and everything serve would load with it: zones, certificates, the
     ExaBGP config; exit 1 with every problem."""
     from anycastedge.bgp.exabgp import render_config
+    from anycastedge.config.source import writable_by_others
     from anycastedge.config.zones import load_zones
 
     config = _pop_config(args)  # a ConfigError is printed by main, with every problem
     zones, warnings = load_zones([config.dns.zones], config.dns.soa)
+    assert config.source is not None
+    loose = writable_by_others(config.source)
+    warnings = [loose, *warnings] if loose is not None else warnings
     _print_problems(warnings, sys.stdout)
     if config.bgp.neighbors:
         render_config(config)

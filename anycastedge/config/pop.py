@@ -62,9 +62,11 @@ class DnsConfig:
 
 @dataclass(frozen=True, slots=True)
 class ControlConfig:
-    """The loopback-only HTTP endpoint for /metrics, /status and /healthz."""
+    """The HTTP endpoint for /metrics, /status and /healthz: loopback only, unless
+    ``allow_remote`` says otherwise."""
 
     listen: HostPort | None = ("127.0.0.1", 9053)
+    allow_remote: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,9 @@ class PopConfig:
     bgp: BgpConfig = field(default_factory=BgpConfig)
     forward: ForwardConfig = field(default_factory=ForwardConfig)
     source: Path | None = None
+    # Who serve runs as once its sockets are bound (started as root); None: "anycastedge" if
+    # that user exists, else it stays root and says so.
+    user: str | None = None
 
 
 def _listen_list(value: Any) -> tuple[HostPort, ...]:
@@ -95,8 +100,15 @@ def parse_loopback(value: Any) -> HostPort | None:
         return None
     host, port = parse_hostport(str(value))
     if not ipaddress.ip_address(host).is_loopback:
-        raise ValueError(f"{host} is not a loopback address (the control endpoint is local only)")
+        raise ValueError(
+            f"{host} is not a loopback address (the control endpoint is local only; "
+            "control.allow_remote: true in pop.yaml opens it)"
+        )
     return host, port
+
+
+def _hostport_or_none(value: Any) -> HostPort | None:
+    return None if value is None else parse_hostport(str(value))
 
 
 def _prefixes(value: Any) -> tuple[str, ...]:
@@ -196,8 +208,16 @@ def load_pop(path: Path | str) -> PopConfig:
     dns_r.finish()
     control_r = r.child("control")
     default_control: HostPort | None = ("127.0.0.1", 9053)
-    control = ControlConfig(listen=control_r.converted("listen", parse_loopback, default_control))
+    allow_remote = control_r.get("allow_remote", bool, False)
+    listen_of = _hostport_or_none if allow_remote else parse_loopback
+    control = ControlConfig(
+        listen=control_r.converted("listen", listen_of, default_control),
+        allow_remote=bool(allow_remote),
+    )
     control_r.finish()
+    user = r.get("user", str, None)
+    if user is not None and not user:
+        r.error("user", "must name a user (root to stay root)")
     # Without a bgp: section this POP does no BGP (the hook refuses to run, render to write);
     # with one, it is validated in full, health checks included.
     bgp = BgpConfig()
@@ -223,6 +243,7 @@ def load_pop(path: Path | str) -> PopConfig:
         bgp=bgp,
         forward=forward,
         source=path.resolve(),
+        user=user or None,
     )
 
 

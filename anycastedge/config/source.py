@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -273,3 +274,19 @@ class _Events:
     def _check_collection(event: Any) -> None:
         if event.anchor is not None or (event.tag is not None and event.tag != "!"):
             raise Unusual()
+
+
+def writable_by_others(path: Path | str) -> Problem | None:
+    """A warning when every user of the host may change ``path`` (what the POP serves)."""
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError:
+        return None  # reading it reports that
+    if not mode & stat.S_IWOTH:
+        return None
+    return Problem(
+        f"writable by every user of this host, who could change what this POP serves "
+        f"(chmod o-w {path})",
+        Location(str(path)),
+        warning=True,
+    )

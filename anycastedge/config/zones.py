@@ -32,7 +32,14 @@ from anycastedge.config.records import (
     SINGLE_VALUE_TYPES,
     to_wire,
 )
-from anycastedge.config.source import MarkedDict, Unusual, load_yaml, read_bytes, top_level_items
+from anycastedge.config.source import (
+    MarkedDict,
+    Unusual,
+    load_yaml,
+    read_bytes,
+    top_level_items,
+    writable_by_others,
+)
 from anycastedge.dns.compiled import (
     WireNode,
     below,
@@ -540,7 +547,12 @@ def load_zones(
     zones: dict[Name, Zone] = {}
     problems: list[Problem] = []
     warnings: list[Problem] = []
-    for path in zone_files(paths):
+    paths = list(paths)
+    files = zone_files(paths)
+    for path in [*(p for p in paths if p.is_dir()), *files]:
+        if (loose := writable_by_others(path)) is not None:
+            warnings.append(loose)
+    for path in files:
         try:
             origin = zone_name_for(path)
         except dns.exception.DNSException as exc:
