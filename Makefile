@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-DEBS   := bird2 bind9-dnsutils dnsperf nsd iproute2 procps prometheus openssl systemd
+DEBS   := bird2 bind9-dnsutils dnsperf nsd iproute2 procps prometheus openssl systemd zonemaster-cli
 APT_STAMP := $(VENV)/.debs
 # nginx's stream module is a separate package (a Recommends, which --no-install-recommends skips).
 BENCH_DEBS := haproxy nginx libnginx-mod-stream wrk
@@ -30,7 +30,7 @@ define apt_install
 	fi
 endef
 
-# Debian packages the tests talk to for real (dig, NSD, dnsperf, BIRD).
+# Debian packages the tests talk to for real (dig, NSD, dnsperf, BIRD, Zonemaster).
 $(APT_STAMP): Makefile | $(STAMP)
 	$(call apt_install,$(DEBS))
 	touch $@

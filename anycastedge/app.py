@@ -28,6 +28,7 @@ from anycastedge.control.view import ServerView
 from anycastedge.dns.counters import DnsCounters
 from anycastedge.dns.server import DnsDatagramProtocol, DnsStreamFactory
 from anycastedge.dns.service import Built, Serials, ZoneService
+from anycastedge.dns.tcp_limits import TcpLimits
 from anycastedge.dns.wire import Responder
 from anycastedge.dns.zone import ZoneSet
 from anycastedge.errors import ConfigError, Problem
@@ -152,7 +153,7 @@ def build_app(config: PopConfig, reactor: Any) -> App:
     gslb.monitor.setServiceParent(top)
     zones.setServiceParent(top)
     forward, workers = _forwarding(config, reactor, top)
-    stream = DnsStreamFactory(zones, reactor, dns.tcp_idle_timeout, dns.tcp_max_connections)
+    stream = DnsStreamFactory(zones, reactor, _tcp_limits(dns), counters.tcp)
     for host, port in dns.listen:
         udp = internet.UDPServer(port, DnsDatagramProtocol(zones), interface=host, reactor=reactor)
         udp.setServiceParent(top)
@@ -168,6 +169,17 @@ def build_app(config: PopConfig, reactor: Any) -> App:
         site = control_site(view, make_registry(view))
         internet.TCPServer(port, site, interface=host, reactor=reactor).setServiceParent(top)
     return app
+
+
+def _tcp_limits(dns: DnsConfig) -> TcpLimits:
+    """pop.yaml's ``dns.tcp_*`` keys for the TCP factory."""
+    return TcpLimits(
+        idle_timeout=dns.tcp_idle_timeout,
+        read_timeout=dns.tcp_read_timeout,
+        max_connections=dns.tcp_max_connections,
+        max_connections_per_client=dns.tcp_max_connections_per_client,
+        max_queries=dns.tcp_max_queries,
+    )
 
 
 def _forwarding(

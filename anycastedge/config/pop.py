@@ -51,6 +51,9 @@ class DnsConfig:
     max_udp_size: int = 1232
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 1000
+    tcp_max_connections_per_client: int = 20
+    tcp_read_timeout: float = 2.0
+    tcp_max_queries: int = 10_000  # per connection; 0: no limit
     cache_size: int = 100_000
     watch_interval: float = 1.0
     nsid: bool = True
@@ -157,6 +160,15 @@ def _mmdb(base: Path) -> Any:
     return read
 
 
+def _whole(r: Reader, key: str, default: int, low: int, high: int) -> int:
+    """A whole number within [low, high]."""
+    value = r.number(key, default, low, high)
+    if value != int(value):
+        r.error(key, f"{value:g} is not a whole number")
+        return default
+    return int(value)
+
+
 def _read_dns(r: Reader, base: Path) -> DnsConfig:
     d = DnsConfig()
     soa_default = SoaConfig()
@@ -182,6 +194,11 @@ def _read_dns(r: Reader, base: Path) -> DnsConfig:
         max_udp_size=int(r.number("max_udp_size", d.max_udp_size, 512, 65535)),
         tcp_idle_timeout=r.number("tcp_idle_timeout", d.tcp_idle_timeout, 0.1, 3600),
         tcp_max_connections=int(r.number("tcp_max_connections", d.tcp_max_connections, 1, 10**6)),
+        tcp_max_connections_per_client=_whole(
+            r, "tcp_max_connections_per_client", d.tcp_max_connections_per_client, 1, 10**6
+        ),
+        tcp_read_timeout=r.number("tcp_read_timeout", d.tcp_read_timeout, 0.1, 3600),
+        tcp_max_queries=_whole(r, "tcp_max_queries", d.tcp_max_queries, 0, 10**9),
         cache_size=int(r.number("cache_size", d.cache_size, 0, 10**8)),
         watch_interval=r.number("watch_interval", d.watch_interval, 0, 3600),
         nsid=r.get("nsid", bool, d.nsid),

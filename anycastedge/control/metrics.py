@@ -16,6 +16,8 @@ from anycastedge.control.forward import ForwardCollector
 from anycastedge.control.gslb import GslbCollector
 from anycastedge.control.status import pop_status
 from anycastedge.control.view import ServerView
+from anycastedge.dns.counters import TcpCounts
+from anycastedge.dns.tcp_limits import CLOSE_REASONS
 from anycastedge.health.state import State
 
 
@@ -68,6 +70,7 @@ class DnsCollector(Collector):
         loads.add_metric(["success"], reloads.success)
         loads.add_metric(["failure"], reloads.failure)
         yield loads
+        yield from _tcp_families(counters.tcp)
         yield CounterMetricFamily(
             "anycastedge_dns_internal_errors",
             "Queries that raised inside the server",
@@ -90,6 +93,23 @@ class DnsCollector(Collector):
             "1 if the last zone reload was accepted, 0 if it was rejected",
             1 if last is None or last.ok else 0,
         )
+
+
+def _tcp_families(tcp: TcpCounts) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    """DNS over TCP: connections open, and closed by reason (every reason, 0 until it happens)."""
+    yield GaugeMetricFamily(
+        "anycastedge_dns_tcp_connections_open", "DNS TCP connections open now", tcp.open
+    )
+    closed = CounterMetricFamily(
+        "anycastedge_dns_tcp_connections_closed",
+        "DNS TCP connections closed, by reason (refused at once: max_connections, "
+        "max_connections_per_client)",
+        labels=["reason"],
+    )
+    counts = dict(tcp.closed)
+    for reason in CLOSE_REASONS:
+        closed.add_metric([reason], counts.get(reason, 0))
+    yield closed
 
 
 class BgpCollector(Collector):

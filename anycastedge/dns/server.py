@@ -6,11 +6,13 @@ import socket
 from typing import Any, Protocol
 
 from twisted.internet import protocol
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
+from anycastedge.dns import tcp_limits
+from anycastedge.dns.counters import TcpCounts
+from anycastedge.dns.tcp_limits import ConnectionTable, TcpLimits, client_key
 from anycastedge.dns.wire import Responder
 
 log = Logger()
@@ -63,11 +65,15 @@ class DnsDatagramProtocol(protocol.DatagramProtocol):
 
 
 @implementer(IPushProducer)
-class DnsStreamProtocol(protocol.Protocol, TimeoutMixin):
-    """One TCP connection: two-byte length framing, pipelined queries, idle timeout.
+class DnsStreamProtocol(protocol.Protocol):
+    """One TCP connection: two-byte length framing, pipelined queries, the limits of TcpLimits.
 
-    It registers itself as the producer of its own replies: when a client pipelines queries but
-    does not read the answers, the transport's buffer fills, and we stop reading its queries.
+    Two clocks run: the idle timer restarts with every byte received (a client that connects and
+    sends nothing is closed when it fires), and the read timer starts with the first byte of a
+    query and is not restarted by the rest of it, so a client trickling a query a byte at a time
+    cannot hold its slot for longer than ``read_timeout``. The connection registers itself as the
+    producer of its own replies: when a client pipelines queries but does not read the answers,
+    the transport's buffer fills, and we stop reading its queries.
     """
 
     factory: DnsStreamFactory
@@ -75,15 +81,24 @@ class DnsStreamProtocol(protocol.Protocol, TimeoutMixin):
     def __init__(self) -> None:
         self._buffer = b""
         self._host = ""
+        self._client: str | None = None  # the per-client key, once admitted
+        self._closing: str | None = None  # why we are closing it, once we are
+        self._answered = 0
+        self._idle: IDelayedCall | None = None
+        self._read: IDelayedCall | None = None
+        self._abort: IDelayedCall | None = None
 
     def connectionMade(self) -> None:  # noqa: N802
-        self.factory.open += 1
-        if self.factory.open > self.factory.max_connections:
-            self.transport.loseConnection()
-            return
+        factory = self.factory
         self._host = getattr(self.transport.getPeer(), "host", "")
-        self.callLater = self.factory.clock.callLater
-        self.setTimeout(self.factory.idle_timeout)
+        client = client_key(self._host)
+        refused = factory.table.admit(client)
+        if refused is not None:
+            self._close(refused)
+            return
+        self._client = client
+        factory.counts.open = factory.table.open
+        self._idle = factory.clock.callLater(factory.limits.idle_timeout, self._timed_out, False)
         self.transport.registerProducer(self, True)
 
     def pauseProducing(self) -> None:  # noqa: N802
@@ -96,14 +111,27 @@ class DnsStreamProtocol(protocol.Protocol, TimeoutMixin):
         self.transport.loseConnection()
 
     def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
-        self.factory.open -= 1
-        self.setTimeout(None)
+        factory = self.factory
+        for timer in (self._idle, self._read, self._abort):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._idle = self._read = self._abort = None
+        if self._client is not None:
+            factory.table.release(self._client)
+            factory.counts.open = factory.table.open
+            self._client = None
+        factory.counts.close(self._closing or tcp_limits.CLIENT_CLOSED)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        self.resetTimeout()
+        if self._closing is not None:
+            return  # closing: what is still buffered is not answered
+        factory = self.factory
+        if self._idle is not None:
+            self._idle.reset(factory.limits.idle_timeout)
         buffer = self._buffer + data if self._buffer else data
         pos = 0
-        responder = self.factory.source.responder
+        responder = factory.source.responder
+        max_queries = factory.limits.max_queries
         while len(buffer) - pos >= 2:
             length = (buffer[pos] << 8) | buffer[pos + 1]
             if len(buffer) - pos - 2 < length:
@@ -115,19 +143,55 @@ class DnsStreamProtocol(protocol.Protocol, TimeoutMixin):
             except Exception:
                 responder.counters.raised()
                 log.failure("TCP query raised")
-                response = None
+                self._close(tcp_limits.INTERNAL_ERROR)
+                return
             if response is None:
-                self.transport.loseConnection()  # garbage that cannot be answered
+                self._close(tcp_limits.UNANSWERABLE)  # garbage that cannot be answered
                 return
             self.transport.write(len(response).to_bytes(2, "big") + response)
-        self._buffer = buffer[pos:]
+            self._answered += 1
+            if self._answered == max_queries:
+                self._close(tcp_limits.MAX_QUERIES)  # after the answers written so far
+                return
+        self._buffer = buffer = buffer[pos:]
+        read = self._read
+        if not buffer:
+            if read is not None and read.active():
+                read.cancel()
+            self._read = None
+        elif pos or read is None or not read.active():
+            # A new query has begun in this segment: its own deadline starts now.
+            if read is not None and read.active():
+                read.cancel()
+            self._read = factory.clock.callLater(factory.limits.read_timeout, self._timed_out, True)
 
-    def timeoutConnection(self) -> None:  # noqa: N802
+    def _timed_out(self, reading: bool) -> None:
+        self._close(tcp_limits.READ_TIMEOUT if reading else tcp_limits.IDLE_TIMEOUT)
+
+    def _close(self, reason: str) -> None:
+        """Close after what is written so far, counting ``reason`` when the connection ends.
+
+        A client that does not read its answers would keep the connection (and its slot) open
+        while they wait to be sent: it gets ``idle_timeout`` more, then the connection is reset.
+        """
+        if self._closing is not None:
+            return
+        self._closing = reason
         self.transport.loseConnection()
+        if self._answered:
+            clock = self.factory.clock
+            self._abort = clock.callLater(self.factory.limits.idle_timeout, self._reset)
+
+    def _reset(self) -> None:
+        self.transport.abortConnection()
 
 
 class DnsStreamFactory(protocol.Factory):
-    """Makes DnsStreamProtocols that share one ResponderSource and connection limit."""
+    """Makes DnsStreamProtocols that share one ResponderSource, TcpLimits and connection table.
+
+    ``counts`` (the server's ``DnsCounters.tcp`` by default) gets the connections open and the
+    reason each one closed.
+    """
 
     protocol = DnsStreamProtocol
 
@@ -135,11 +199,16 @@ class DnsStreamFactory(protocol.Factory):
         self,
         source: ResponderSource,
         clock: IReactorTime,
-        idle_timeout: float = 10.0,
-        max_connections: int = 1000,
+        limits: TcpLimits | None = None,
+        counts: TcpCounts | None = None,
     ) -> None:
         self.source = source
         self.clock = clock
-        self.idle_timeout = idle_timeout
-        self.max_connections = max_connections
-        self.open = 0
+        self.limits = limits if limits is not None else TcpLimits()
+        self.table = ConnectionTable(self.limits)
+        self.counts = counts if counts is not None else source.responder.counters.tcp
+
+    @property
+    def open(self) -> int:
+        """Connections open now (admitted, not yet closed)."""
+        return self.table.open

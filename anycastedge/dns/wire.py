@@ -701,8 +701,10 @@ class Responder:
     def _error(self, data: bytes, rcode: int, tcp: bool) -> bytes:
         key = ("-", "-", _RCODE_LABELS[rcode], "tcp" if tcp else "udp")
         self.counts[key] = self.counts.get(key, 0) + 1
-        # Header only: ID and opcode echoed, QR set, RD copied, no sections.
-        flags = 0x80 | (data[2] & 0x79)
+        # Header only: ID and opcode echoed, QR set, no sections. RD is copied into a reply to a
+        # QUERY (FORMERR); AA, RD, RA, AD and CD are defined for QUERY only, so a reply to an
+        # opcode we do not implement (NOTIMP) sets none of them (ISC genreport's opcode checks).
+        flags = 0x80 | (data[2] & (0x78 if rcode == NOTIMP else 0x79))
         return data[:2] + bytes((flags, rcode)) + b"\0" * 8
 
     def _badvers(self, data: bytes, q: Query, tcp: bool) -> bytes:

@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 
 from anycastedge.dns.engine import Answer
 from anycastedge.dns.server import DnsDatagramProtocol, DnsStreamFactory, DnsStreamProtocol
+from anycastedge.dns.tcp_limits import TcpLimits
 from anycastedge.dns.wire import Responder
 from anycastedge.dns.zone import ZoneSet
 
@@ -364,11 +365,11 @@ def tcp_connection(
     return proto, transport
 
 
-def stream_factory(responder: Responder, **kwargs: Any) -> tuple[DnsStreamFactory, Source, Clock]:
-    """A DnsStreamFactory on a fake clock."""
+def stream_factory(responder: Responder, **limits: Any) -> tuple[DnsStreamFactory, Source, Clock]:
+    """A DnsStreamFactory on a fake clock, with these TcpLimits."""
     source = Source(responder)
     clock = Clock()
-    return DnsStreamFactory(source, clock, **kwargs), source, clock
+    return DnsStreamFactory(source, clock, TcpLimits(**limits)), source, clock
 
 
 def ids(stream: bytes) -> list[int]:
@@ -468,7 +469,7 @@ def test_tcp_responder_exception_closes_only_that_connection(engine_zones: ZoneS
 
 def test_tcp_idle_timeout_closes(responder: Responder) -> None:
     """An idle connection is closed after the idle timeout; each query restarts the clock."""
-    factory, _, clock = stream_factory(responder, idle_timeout=10.0)
+    factory, _, clock = stream_factory(responder, idle_timeout=10.0, read_timeout=60.0)
     proto, transport = tcp_connection(factory)
     clock.advance(9)
     assert not transport.disconnecting

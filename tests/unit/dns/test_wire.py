@@ -410,6 +410,30 @@ def test_notimp_for_opcodes_other_than_query(
     assert response.flags & dns.flags.QR
 
 
+QUERY_ONLY_FLAGS = (
+    dns.flags.AA | dns.flags.TC | dns.flags.RD | dns.flags.RA | dns.flags.AD | dns.flags.CD
+)
+
+
+@pytest.mark.parametrize("opcode", [3, 15])  # unassigned opcodes (genreport sends 15)
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+def test_notimp_echoes_no_flag_of_query(responder: Responder, opcode: int, tcp: bool) -> None:
+    """A reply to an opcode we do not implement carries none of QUERY's flags, even when the
+    request set them all (and Z): only QR, the opcode and NOTIMP, and no sections. RD, AA, AD,
+    CD and RA are defined for QUERY only (genreport's "opcode" and "opcodeflg" tests)."""
+    for flags in (0, QUERY_ONLY_FLAGS | 0x0040):  # 0x0040: the Z bit
+        request = struct.pack("!HHHHHH", 0x1515, (opcode << 11) | flags, 0, 0, 0, 0)
+        wire = responder.respond(request, tcp)
+        assert wire is not None
+        assert wire == struct.pack("!HHHHHH", 0x1515, 0x8000 | (opcode << 11) | 4, 0, 0, 0, 0)
+
+
+def test_formerr_to_a_query_still_copies_rd(responder: Responder) -> None:
+    """RD is copied into a reply to a QUERY (RFC 1035 4.1.1), FORMERR included."""
+    response = parse(responder.respond(header(qd=0), False))
+    assert response.rcode() == dns.rcode.FORMERR and response.flags & dns.flags.RD
+
+
 FORMERR_PACKETS = {
     "qdcount 0, header only": header(qd=0),
     "qdcount 0 with a question": header(qd=0) + WWW_Q,
