@@ -29,7 +29,6 @@ from anycastedge.lab.topology import (
     ANYCAST,
     BACKENDS,
     LAB,
-    PREFIX,
     ROUTER,
     Pop,
     Topology,
@@ -369,9 +368,3 @@ class Lab:
             "preferred": self.preferred(),
             "pops": pops,
         }
-
-
-def namespaces_left() -> list[str]:
-    """Any namespace named like the lab's (for tests: none may survive ``down``)."""
-    listed = _run(["ip", "netns", "list"]).stdout.split("\n")
-    return [line.split()[0] for line in listed if line.startswith(PREFIX)]

@@ -70,7 +70,7 @@ class Namespace:
 
 @pytest.fixture(scope="module")
 def namespace() -> Iterator[Namespace]:
-    name = f"ae-zm-{os.getpid()}"
+    name = f"zonemaster-{os.getpid()}"
     made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
     if made.returncode != 0:
         pytest.skip(f"network namespaces cannot be created here: {made.stderr.strip()}")

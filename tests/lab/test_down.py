@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from anycastedge.lab.runner import Lab, lab_namespaces, namespaces_left
+from anycastedge.lab.runner import Lab, lab_namespaces
 from anycastedge.lab.topology import LAB, build_commands
 
 
@@ -26,7 +26,7 @@ def test_down_cleans_up_after_a_crashed_up() -> None:
                              capture_output=True, text=True, timeout=120)  # fmt: skip
         assert out.returncode == 0, out.stderr
         assert "removed ae-router" in out.stdout
-        assert namespaces_left() == [] and not lab.workdir.exists()
+        assert lab_namespaces() == [] and not lab.workdir.exists()
         assert not lab.alive("stray"), f"pid {stray} survived lab down"
     finally:
         lab.down()

@@ -14,7 +14,7 @@ import pytest
 from anycastedge.lab import scenarios
 from anycastedge.lab.measure import Result
 from anycastedge.lab.report import table
-from anycastedge.lab.runner import Lab, namespaces_left
+from anycastedge.lab.runner import Lab, lab_namespaces
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def lab() -> Iterator[Lab]:
         yield lab
     finally:
         lab.down()
-        assert namespaces_left() == [], "lab down left namespaces behind"
+        assert lab_namespaces() == [], "lab down left namespaces behind"
 
 
 def _ok(*results: Result) -> None:
