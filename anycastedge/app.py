@@ -10,6 +10,7 @@ import ipaddress
 import os
 import socket
 import sys
+import time
 from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from anycastedge.control.http import control_site
 from anycastedge.control.metrics import make_registry
 from anycastedge.control.view import ServerView
 from anycastedge.dns.counters import DnsCounters
+from anycastedge.dns.rrl import RateLimiter
 from anycastedge.dns.server import DnsDatagramProtocol, DnsStreamFactory
 from anycastedge.dns.service import Built, Serials, ZoneService
 from anycastedge.dns.tcp_limits import TcpLimits
@@ -154,8 +156,14 @@ def build_app(config: PopConfig, reactor: Any) -> App:
     zones.setServiceParent(top)
     forward, workers = _forwarding(config, reactor, top)
     stream = DnsStreamFactory(zones, reactor, _tcp_limits(dns), counters.tcp)
+    # One limiter for every UDP socket (a client is one client whichever address it asks);
+    # it outlives zone reloads. TCP is never limited.
+    limiter = None
+    if dns.rrl is not None:
+        limiter = RateLimiter(dns.rrl, time.monotonic, counters.rrl)
     for host, port in dns.listen:
-        udp = internet.UDPServer(port, DnsDatagramProtocol(zones), interface=host, reactor=reactor)
+        datagrams = DnsDatagramProtocol(zones, limiter)
+        udp = internet.UDPServer(port, datagrams, interface=host, reactor=reactor)
         udp.setServiceParent(top)
         tcp = internet.TCPServer(port, stream, interface=host, backlog=1024, reactor=reactor)
         tcp.setServiceParent(top)
@@ -163,7 +171,7 @@ def build_app(config: PopConfig, reactor: Any) -> App:
     if config.control.listen is not None:
         view = ServerView(
             config, zones, counters, gslb.monitor, gslb.probed, app.reload, forward=forward,
-            workers=workers.status if workers is not None else None,
+            workers=workers.status if workers is not None else None, rrl=limiter,
         )  # fmt: skip
         host, port = config.control.listen
         site = control_site(view, make_registry(view))

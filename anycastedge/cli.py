@@ -20,6 +20,7 @@ from anycastedge.config.pop import (
     parse_loopback,
 )
 from anycastedge.config.reader import parse_hostport
+from anycastedge.dns.rrl import CLASS_LABELS, RrlConfig
 from anycastedge.errors import ConfigError, Location, Problem
 
 
@@ -192,6 +193,20 @@ def cmd_zone_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rrl_summary(rrl: RrlConfig | None) -> str:
+    """dns.rrl in one line, for `config check`."""
+    if rrl is None:
+        return "off"
+    rates = ", ".join(
+        f"{label} {rate}" for label, rate in zip(CLASS_LABELS, rrl.rates, strict=True)
+    )
+    mode = ", log only" if rrl.log_only else ""
+    return (
+        f"{rates} a second per /{rrl.ipv4_prefix} or /{rrl.ipv6_prefix}, window "
+        f"{rrl.window} s, slip {rrl.slip}, exempt {' '.join(rrl.exempt) or 'none'}{mode}"
+    )
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     """Validate pop.yaml and everything serve would load with it: zones, certificates, the
     ExaBGP config; exit 1 with every problem."""
@@ -215,6 +230,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     print(f"  dns: {listen}, {len(zones)} zone(s) from {config.dns.zones}, "
           f"{len(warnings)} warning(s)")  # fmt: skip
     print(f"  anycast: {' '.join(config.anycast) or 'none'}; bgp: {session}")
+    print(f"  rrl: {_rrl_summary(config.dns.rrl)}")
     forward = config.forward
     print(f"  forward: {len(forward.listeners)} listener(s), {len(forward.backends)} backend(s)")
     return 0

@@ -6,12 +6,18 @@ Each server runs alone, pinned to CPU 0 with taskset, and dnsperf to CPU 1; ever
 by time (-l) and by count (-n). Prints queries per second and server CPU time per answered query
 (utime+stime of the server and its child processes, from /proc, before and after the run). Only
 127.0.0.1 is ever contacted. NSD gets the zone as octoDNS writes it for BIND (tests/support/nsd.py).
+
+``--rrl-cost`` measures response rate limiting instead of NSD: anycastedge with ``dns.rrl`` off,
+then on with nothing exempt (dnsperf's 127.0.0.1 is exempt by default) and limits no query
+reaches, so that every answer takes the limiter's whole path and none is limited; alternated
+``--rounds`` times, with the on/off ratio of qps and of CPU per answered query.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import math
 import os
 import random
@@ -55,6 +61,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--clients", type=int, default=20, help="dnsperf -c (default 20)")
     p.add_argument("--outstanding", type=int, default=200, help="dnsperf -q (default 200)")
     p.add_argument("--queries", type=Path, help="dnsperf query file (default: drawn from zone)")
+    p.add_argument(
+        "--rrl-cost",
+        action="store_true",
+        help="instead of NSD: anycastedge with dns.rrl off vs on (nothing limited); the ratio",
+    )
+    p.add_argument("--rounds", type=int, default=2, help="--rrl-cost: off/on pairs (default 2)")
     return p.parse_args()
 
 
@@ -206,6 +218,74 @@ def anycastedge(
         stop_process(proc)
 
 
+# dns.rrl for --rrl-cost: on, nothing exempt, every class at 1M/s (no account of a dnsperf run
+# comes near: a few hundred questions share ~140k qps); or off.
+RRL_ON = "{responses_per_second: 1000000, exempt: []}"
+RRL_OFF = "{enabled: false}"
+
+
+def pop_yaml(work: Path, name: str, rrl: str) -> Path:
+    """A pop.yaml with only ``dns.rrl`` set (the zones and sockets come from the command line)."""
+    path = work / f"{name}.yaml"
+    path.write_text(f"pop: bench\nstate_dir: {work / 'state'}\ndns:\n  rrl: {rrl}\n")
+    return path
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The rate limiter's figures from /metrics: responses it acted on, accounts in its table."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    found = {"limited": 0.0, "accounts": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "anycastedge_dns_rrl_responses_total":
+                found["limited"] += sample.value
+            elif sample.name == "anycastedge_dns_rrl_accounts":
+                found["accounts"] = sample.value
+    return found
+
+
+def rrl_cost(args: argparse.Namespace, work: Path, served: Path, zone: str, qfile: Path) -> int:
+    """anycastedge with dns.rrl off and on, alternated ``args.rounds`` times; prints each run
+    and the on/off ratios (of the sums over the rounds)."""
+    runs: list[dict[str, Any]] = []
+    for round_ in range(args.rounds):
+        for label, rrl in (("rrl off", RRL_OFF), ("rrl on", RRL_ON)):
+            config = pop_yaml(work, label.replace(" ", "-"), rrl)
+            cport = free_port()
+            log = work / f"{label.replace(' ', '-')}-{round_}.log"
+            with anycastedge(served, zone, log, config, control_port=cport) as (pid, port):
+                result = measure(label, pid, port, qfile, args)
+                seen = scrape(cport)
+            if label == "rrl on" and (seen["limited"] or not seen["accounts"]):
+                raise RuntimeError(f"the limiter limited or did not run: {seen}")
+            runs.append(result)
+            print(
+                f"round {round_ + 1} {label:<8} {result['qps']:>10.0f} qps "
+                f"{result['us_per_q']:>6.2f} us/q  lost {result['lost']}",
+                flush=True,
+            )
+    totals = {}
+    for label in ("rrl off", "rrl on"):
+        mine = [r for r in runs if r["server"] == label]
+        totals[label] = (
+            sum(r["qps"] for r in mine) / len(mine),
+            sum(r["cpu"] for r in mine) * 1e6 / sum(r["completed"] for r in mine),
+        )
+    (off_qps, off_us), (on_qps, on_us) = totals["rrl off"], totals["rrl on"]
+    print(
+        f"rrl on/off: qps {on_qps:.0f}/{off_qps:.0f} = {on_qps / off_qps:.3f}x, server CPU per "
+        f"answered query {on_us:.2f}/{off_us:.2f} us = {on_us / off_us:.3f}x"
+    )
+    return 0
+
+
 def pick_zone(zones_dir: Path, zone: str | None) -> str:
     if zone:
         zone = zone.rstrip(".")
@@ -248,6 +328,8 @@ def main() -> int:
             f"-q {args.outstanding} on CPU {LOAD_CPU}, server on CPU {SERVER_CPU}",
             flush=True,
         )
+        if args.rrl_cost:
+            return rrl_cost(args, work, served, zone, qfile)
         results = []
         with anycastedge(served, zone, work / "anycastedge.log") as (pid, port):
             results.append(measure("anycastedge", pid, port, qfile, args))

@@ -15,6 +15,7 @@ from anycastedge.config.dynamic import geo_code_problems
 from anycastedge.config.forward import read_forward
 from anycastedge.config.reader import Reader, parse_hostport
 from anycastedge.config.source import load_yaml
+from anycastedge.dns.rrl import RrlConfig
 from anycastedge.errors import ConfigError, Location, Problem
 from anycastedge.forward.model import ForwardConfig
 
@@ -61,6 +62,8 @@ class DnsConfig:
     geo: GeoConfig = field(default_factory=GeoConfig)
     # GSLB health checks go only to these networks; values elsewhere are served unchecked.
     check_networks: tuple[str, ...] = ("0.0.0.0/0", "::/0")
+    # Response rate limiting of UDP answers; None: off (docs/dns-behaviour.md).
+    rrl: RrlConfig | None = field(default_factory=RrlConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +170,51 @@ def _whole(r: Reader, key: str, default: int, low: int, high: int) -> int:
         r.error(key, f"{value:g} is not a whole number")
         return default
     return int(value)
+def _integer(r: Reader, key: str, default: int, low: int, high: int) -> int:
+    """An integer within [low, high]."""
+    value = r.get(key, int, default)
+    if value is None:
+        return default
+    if not low <= value <= high:
+        r.error(key, f"{value} is outside {low}..{high}")
+        return default
+    return value
+
+
+# The per-class rates, defaulting to responses_per_second as BIND's do.
+_RRL_CLASS_RATES = (
+    "nxdomains_per_second",
+    "nodata_per_second",
+    "referrals_per_second",
+    "errors_per_second",
+)
+
+
+def _read_rrl(r: Reader) -> RrlConfig | None:
+    """``dns.rrl``: null or ``enabled: false`` turn rate limiting off (the rest is still
+    checked); absent, it is on with the defaults."""
+    if "rrl" in r.data and r.data["rrl"] is None:
+        r.used.add("rrl")
+        return None
+    rrl_r = r.child("rrl")
+    d = RrlConfig()
+    enabled = rrl_r.get("enabled", bool, True)
+    rate_limit = 10**6
+    responses = _integer(rrl_r, "responses_per_second", d.responses_per_second, 0, rate_limit)
+    rates = {name: _integer(rrl_r, name, responses, 0, rate_limit) for name in _RRL_CLASS_RATES}
+    config = RrlConfig(
+        responses_per_second=responses,
+        **rates,
+        window=_integer(rrl_r, "window", d.window, 1, 3600),
+        slip=_integer(rrl_r, "slip", d.slip, 0, 10),
+        ipv4_prefix=_integer(rrl_r, "ipv4_prefix", d.ipv4_prefix, 0, 32),
+        ipv6_prefix=_integer(rrl_r, "ipv6_prefix", d.ipv6_prefix, 0, 128),
+        exempt=rrl_r.converted("exempt", _cidrs, d.exempt),
+        log_only=rrl_r.get("log_only", bool, d.log_only),
+        max_table_size=_integer(rrl_r, "max_table_size", d.max_table_size, 2, 10**8),
+    )
+    rrl_r.finish()
+    return config if enabled is not False else None
 
 
 def _read_dns(r: Reader, base: Path) -> DnsConfig:
@@ -205,6 +253,7 @@ def _read_dns(r: Reader, base: Path) -> DnsConfig:
         soa=soa,
         geo=geo,
         check_networks=r.converted("check_networks", _cidrs, d.check_networks),
+        rrl=_read_rrl(r),
     )
 
 

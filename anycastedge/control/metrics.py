@@ -81,6 +81,7 @@ class DnsCollector(Collector):
             "UDP responses the kernel would not take (full buffer); the client retries",
             counters.udp_send_failures,
         )
+        yield from _rrl_metrics(self.view)
         serial = GaugeMetricFamily(
             "anycastedge_dns_zone_serial", "SOA serial of each served zone", labels=["zone"]
         )
@@ -110,6 +111,31 @@ def _tcp_families(tcp: TcpCounts) -> Iterator[CounterMetricFamily | GaugeMetricF
     for reason in CLOSE_REASONS:
         closed.add_metric([reason], counts.get(reason, 0))
     yield closed
+def _rrl_metrics(view: ServerView) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    """Response rate limiting: what it did, by action and answer class, and its table."""
+    limited = CounterMetricFamily(
+        "anycastedge_dns_rrl_responses",
+        "UDP responses rate limiting acted on, by action (dropped, slipped: sent truncated or, "
+        "for errors, as they were; would_drop, would_slip: dns.rrl.log_only) and answer class",
+        labels=["action", "class"],
+    )
+    for (action, kind), value in list(view.counters.rrl.items()):
+        limited.add_metric([action, kind], value)
+    yield limited
+    limiter = view.rrl
+    if limiter is None:
+        return
+    yield GaugeMetricFamily(
+        "anycastedge_dns_rrl_accounts",
+        "Accounts (client network, answer) in the rate limiter's table",
+        len(limiter),
+    )
+    yield CounterMetricFamily(
+        "anycastedge_dns_rrl_evictions",
+        "Accounts dropped from the full table before they had recovered (raise "
+        "dns.rrl.max_table_size if this grows)",
+        limiter.evictions,
+    )
 
 
 class BgpCollector(Collector):

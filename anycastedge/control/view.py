@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred
 
 from anycastedge.config.pop import PopConfig
 from anycastedge.dns.counters import DnsCounters
+from anycastedge.dns.rrl import RateLimiter
 from anycastedge.dns.service import ReloadLog
 from anycastedge.dns.zone import ZoneSet
 from anycastedge.forward.service import ForwardService
@@ -52,6 +53,7 @@ class ServerView:
     forward: ForwardService | None = None
     # forward: {workers: N > 1}: serve and its workers (index, pid, alive, restarts)
     workers: Callable[[], list[dict[str, Any]]] | None = None
+    rrl: RateLimiter | None = None  # dns.rrl: the UDP response rate limiter, if on
 
     def dynamic_records(self) -> list[DynamicRecord]:
         """Every dynamic record being served."""

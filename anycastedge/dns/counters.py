@@ -28,6 +28,8 @@ class DnsCounters:
     probe_responses: dict[MetricKey, int] = field(default_factory=dict)  # to our own BGP hook
     pool_answers: dict[PoolKey, int] = field(default_factory=dict)
     tcp: TcpCounts = field(default_factory=TcpCounts)  # connections, kept by the TCP factory
+    # UDP responses rate limiting acted on, by (action, answer class) (anycastedge.dns.rrl).
+    rrl: dict[tuple[str, str], int] = field(default_factory=dict)
     internal_errors: int = 0  # queries that raised inside the server
     udp_send_failures: int = 0  # replies the kernel would not take
 

@@ -12,8 +12,9 @@ from zope.interface import implementer
 
 from anycastedge.dns import tcp_limits
 from anycastedge.dns.counters import TcpCounts
+from anycastedge.dns.rrl import DROP, LOG, SLIP, RateLimiter
 from anycastedge.dns.tcp_limits import ConnectionTable, TcpLimits, client_key
-from anycastedge.dns.wire import Responder
+from anycastedge.dns.wire import Responder, truncate
 
 log = Logger()
 
@@ -28,10 +29,11 @@ class ResponderSource(Protocol):
 
 
 class DnsDatagramProtocol(protocol.DatagramProtocol):
-    """One UDP socket: each datagram is one query."""
+    """One UDP socket: each datagram is one query; ``limiter``: response rate limiting."""
 
-    def __init__(self, source: ResponderSource) -> None:
+    def __init__(self, source: ResponderSource, limiter: RateLimiter | None = None) -> None:
         self.source = source
+        self.limiter = limiter
         self._sendto: Any = None
 
     def startProtocol(self) -> None:  # noqa: N802
@@ -56,12 +58,35 @@ class DnsDatagramProtocol(protocol.DatagramProtocol):
             log.failure("query from {addr} raised", addr=addr)
             return
         if response is not None:
+            limiter = self.limiter
+            if limiter is not None:
+                limit_key = responder.rrl_key
+                if limit_key is not None:
+                    verdict = limiter.check(addr[0], limit_key)
+                    if verdict:
+                        if verdict & LOG:
+                            self._log_limit(limiter, addr[0], limit_key)
+                        if verdict & DROP:
+                            return
+                        if verdict & SLIP:
+                            response = truncate(response)
             try:
                 self._sendto(response, addr)
             except OSError:
                 # Full socket buffer (EAGAIN/ENOBUFS) or an unreachable peer: a UDP reply is
                 # best-effort, the client retries.
                 responder.counters.send_failed()
+
+    def _log_limit(self, limiter: RateLimiter, host: str, limit_key: bytes) -> None:
+        """The start of a limited burst (at most a few lines a second: rrl.LOG_LINES_PER_SECOND)."""
+        what = "would limit" if limiter.log_only else "limiting"
+        log.info(
+            "rate limit: {what} {account} (slip {slip}, window {window} s)",
+            what=what,
+            account=limiter.describe(host, limit_key),
+            slip=limiter.config.slip,
+            window=limiter.config.window,
+        )
 
 
 @implementer(IPushProducer)

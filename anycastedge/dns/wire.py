@@ -22,6 +22,7 @@ import dns.renderer
 import dns.rrset
 from dns.rdatatype import RdataType
 
+from anycastedge.dns import rrl
 from anycastedge.dns.compiled import (
     SLOW_QTYPES,
     CnameNode,
@@ -110,6 +111,7 @@ class Entry:
     truncated: bytes  # TC=1, question only
     zone: str
     rcode: int
+    rrl: bytes  # the rate-limiting key (anycastedge.dns.rrl.key)
 
 
 @dataclass(slots=True)
@@ -123,7 +125,8 @@ class Branch:
     pools: dict[str, tuple[PoolKey, ...]] = field(default_factory=dict)
 
 
-Fixed = tuple[bytes, MetricKey, tuple[PoolKey, ...]]  # response after the ID, metric, pools
+# Response after the ID, metric, pools, rate-limiting key.
+Fixed = tuple[bytes, MetricKey, tuple[PoolKey, ...], bytes]
 # What every response made from one encoded variant shares: its counts (without, with an OPT),
 # what follows the question, and the metric by transport (UDP, TCP).
 Pieces = tuple[bytes, bytes, bytes, tuple[MetricKey, MetricKey]]
@@ -293,6 +296,7 @@ def render_entry(
     else:  # not ours: REFUSED, or the CHAOS identity names, which have no zone
         zone = CHAOS_LABEL if qclass == dns.rdataclass.CH else "-"
     truncated = _header(flags | 0x0200, 0, 0, 0) + key
+    limit_key = _entry_key(answer, key)
     if not answer.answer and not answer.additional and len(answer.authority) == 1:
         soa = answer.authority[0]
         if soa.rdtype == dns.rdatatype.SOA and answer.zone is not None:
@@ -304,7 +308,7 @@ def render_entry(
             apex_length, tail = cached
             apex_at = 12 + len(key) - 4 - apex_length
             full = _header(flags, 0, 1, 0) + key + _U16.pack(0xC000 | apex_at) + tail
-            return Entry(full, (), truncated, zone, answer.rcode)
+            return Entry(full, (), truncated, zone, answer.rcode, limit_key)
 
     def render(additional: int, authority: bool = True) -> bytes:
         """The response with the first ``additional`` additional RRsets."""
@@ -326,7 +330,22 @@ def render_entry(
         smaller += [render(n) for n in range(len(answer.additional) - 1, -1, -1)]
         if answer.authority and answer.authority_optional:
             smaller.append(render(0, authority=False))
-    return Entry(render(len(answer.additional)), tuple(smaller), truncated, zone, answer.rcode)
+    return Entry(
+        render(len(answer.additional)), tuple(smaller), truncated, zone, answer.rcode, limit_key
+    )
+
+
+def _entry_key(answer: Answer, key: bytes) -> bytes:
+    """The rate-limiting key of the engine's answer to the question ``key``."""
+    rcode = answer.rcode
+    if rcode not in (0, 3) or (rcode and answer.zone is None):
+        return rrl.ERRORS_KEY
+    if answer.referral and answer.authority:
+        return rrl.key(rrl.REFERRALS, answer.authority[0].name.to_digestable())
+    if answer.zone is not None and (rcode or not answer.answer):
+        kind = rrl.NXDOMAINS if rcode else rrl.NODATA
+        return rrl.key(kind, answer.zone.to_digestable())
+    return rrl.key(rrl.RESPONSES, key)
 
 
 def _locate(nodes: dict[bytes, Any], name: bytes, origin_length: int) -> Any:
@@ -349,6 +368,29 @@ def _locate(nodes: dict[bytes, Any], name: bytes, origin_length: int) -> Any:
     return nodes.get(b"\x01*" + encloser, _ABSENT)
 
 
+def _positive_key(key: bytes, qname: bytes, zone: CompiledZone) -> bytes:
+    """The rate-limiting key of an answer to the question ``key`` (name ``qname``): the
+    question; for a wildcard's synthesis, the zone and type (random names under one wildcard
+    count together, as NSD counts them per wildcard)."""
+    if qname in zone.nodes:
+        return rrl.key(rrl.RESPONSES, key)
+    return rrl.key(rrl.RESPONSES, b"\x01*" + zone.origin + key[-4:])
+
+
+def truncate(response: bytes) -> bytes:
+    """``response`` as rate limiting's slip sends it: the header with TC set and the question
+    (none if it had none), no records, so that the client retries over TCP."""
+    if response[4:6] != b"\0\1":
+        return response[:2] + bytes((response[2] | 0x02, response[3])) + bytes(8)
+    pos = 12
+    while response[pos]:
+        pos += response[pos] + 1
+    return b"".join(
+        (response[:2], bytes((response[2] | 0x02, response[3])), b"\0\1" + bytes(6),
+         response[12 : pos + 5])
+    )  # fmt: skip
+
+
 class Responder:
     """Answers wire queries from one immutable ZoneSet; make a new one to serve new zones.
 
@@ -360,8 +402,9 @@ class Responder:
     """
 
     __slots__ = ("zones", "pop", "max_udp", "nsid", "limit", "counters", "counts", "decider",
-                 "_exact", "_dynamic_hits", "_entries", "_resolve", "_tails",
-                 "_dynamic", "_compiled", "_opts", "_ecs_opts", "_pieces")  # fmt: skip
+                 "rrl_key", "_exact", "_dynamic_hits", "_entries", "_resolve", "_tails",
+                 "_dynamic", "_compiled", "_negative_keys", "_opts", "_ecs_opts",
+                 "_pieces")  # fmt: skip
 
     def __init__(
         self,
@@ -382,7 +425,12 @@ class Responder:
         self.counters = counters if counters is not None else DnsCounters()
         self.counts = self.counters.responses  # the hot path's one dict, held directly
         self.decider = decider
-        self._exact: tuple[dict[bytes, tuple[bytes, MetricKey]], ...] = ({}, {})
+        #: The rate-limiting key (anycastedge.dns.rrl.key) of the response ``respond`` returned
+        #: last, None for one never limited (our own health checks); read it right after. An
+        #: attribute, not a second return value: the exact cache's hit stays one concatenation.
+        self.rrl_key: bytes | None = None
+        # Response after the ID, metric, rate-limiting key; by query bytes after the ID.
+        self._exact: tuple[dict[bytes, tuple[bytes, MetricKey, bytes]], ...] = ({}, {})
         self._dynamic_hits: tuple[dict[object, Fixed | Drawn], ...] = ({}, {})
         self._entries: dict[bytes, Entry | Branch] = {}
         self._pieces: dict[bytes, Pieces] = {}  # by encoded variant, for _render
@@ -390,6 +438,11 @@ class Responder:
         self._resolve = resolver
         self._dynamic = decider is not None and any(zone.dynamic for zone in zones)
         self._compiled = {zone.compiled.origin: zone.compiled for zone in zones}
+        # NXDOMAIN and NODATA count per zone (random names in one zone are one account).
+        self._negative_keys = {
+            origin: {3: rrl.key(rrl.NXDOMAINS, origin), 0: rrl.key(rrl.NODATA, origin)}
+            for origin in self._compiled
+        }
         # The OPT of most answers, by DO and NSID wanted.
         self._opts = tuple(
             tuple(self._opt(0, do, nsid, None) for nsid in (False, True)) for do in (False, True)
@@ -410,6 +463,7 @@ class Responder:
         hit = exact.get(tail)
         if hit is not None:
             self.counts[hit[1]] = self.counts.get(hit[1], 0) + 1
+            self.rrl_key = hit[2]
             return data[:2] + hit[0]
         if self._dynamic:
             hits = self._dynamic_hits[tcp]
@@ -418,9 +472,11 @@ class Responder:
                 if type(dynamic) is Drawn:
                     dynamic = self._draw(dynamic, data, tcp, host)
                 self._count(dynamic[1], dynamic[2])  # type: ignore[index]
+                self.rrl_key = dynamic[3]  # type: ignore[index]
                 return data[:2] + dynamic[0]  # type: ignore[index]
         if len(data) < 12 or data[2] & 0x80:
             return None  # no header to answer with, or a response: never reply to those
+        self.rrl_key = rrl.ERRORS_KEY
         opcode = (data[2] >> 3) & 0xF
         if opcode != 0:
             return self._error(data, NOTIMP, tcp)
@@ -440,14 +496,16 @@ class Responder:
         if node is None:
             node = self._root(q.key)
         if q.probe:  # never cached: the exact cache counts every hit as a client's
+            self.rrl_key = None  # our own health check is never limited
             return self._probe(data, q, tcp, node, host)
         if type(node) is Entry:
-            return self._remember(exact, tail, *self._render(data, q, tcp, node, 0))
+            return self._remember(exact, tail, *self._render(data, q, tcp, node, 0), node.rrl)
         assert type(node) is Branch
         entry, scope, pools, reusable, path = self._walk(node, q, host)
         response, metric = self._render(data, q, tcp, entry, scope)
         self._count(metric, pools)
-        fixed = (response[2:], metric, pools)
+        self.rrl_key = entry.rrl
+        fixed = (response[2:], metric, pools, entry.rrl)
         hits = self._dynamic_hits[tcp]
         if len(hits) >= self.limit:
             hits.clear()
@@ -457,22 +515,25 @@ class Responder:
 
     def _remember(
         self,
-        exact: dict[bytes, tuple[bytes, MetricKey]],
+        exact: dict[bytes, tuple[bytes, MetricKey, bytes]],
         tail: bytes,
         response: bytes,
         metric: MetricKey,
+        limit_key: bytes,
     ) -> bytes:
         """Count a static answer and keep it for the same query bytes (bounded: cleared when
         full)."""
         self.counts[metric] = self.counts.get(metric, 0) + 1
+        self.rrl_key = limit_key
         if len(exact) >= self.limit:
             exact.clear()
-        exact[tail] = (response[2:], metric)
+        exact[tail] = (response[2:], metric, limit_key)
         return response
 
-    def _assemble(self, data: bytes, q: Query, tcp: bool) -> tuple[bytes, MetricKey] | None:
-        """The response from the compiled zones, or None where the general path must answer:
-        a positive answer, NODATA or NXDOMAIN, exact or by wildcard, for an IN question."""
+    def _assemble(self, data: bytes, q: Query, tcp: bool) -> tuple[bytes, MetricKey, bytes] | None:
+        """The response from the compiled zones, with its metric and rate-limiting key, or None
+        where the general path must answer: a positive answer, NODATA or NXDOMAIN, exact or by
+        wildcard, for an IN question."""
         key = q.key
         qtype = (key[-4] << 8) | key[-3]
         if key[-2] or key[-1] != 1 or qtype in SLOW_QTYPES:
@@ -510,7 +571,8 @@ class Responder:
             owner_at, end = end + 12, end + len(rr)
             target = node.target
             if target is None:  # out of the zone: the resolver follows it
-                return self._positive(data, q, tcp, zone, b"".join(answer), count, False)
+                limit_key = _positive_key(key, qname, zone)
+                return self._positive(data, q, tcp, zone, b"".join(answer), count, False, limit_key)
             if target in seen or target in zone.glue_names or count >= MAX_CNAME_CHAIN:
                 return None
             seen.add(target)
@@ -521,16 +583,21 @@ class Responder:
                 return None
         entry = node.get(qtype, _ABSENT)
         if entry is _ABSENT:
-            return self._negative(data, q, tcp, zone, 0, b"".join(answer), count)
+            if not count:
+                return self._negative(data, q, tcp, zone, 0)
+            # NODATA at the end of a CNAME: an answer (as NSD counts it: ANCOUNT > 0)
+            limit_key = _positive_key(key, qname, zone)
+            return self._negative(data, q, tcp, zone, 0, b"".join(answer), count, limit_key)
         if type(entry) is Held:
             return None
         if type(entry) is WithTargets:
             if owner_at != 12:
                 return None  # through a CNAME: the engine's
-            return self._with_targets(data, q, tcp, zone, entry)
+            return self._with_targets(data, q, tcp, zone, entry, _positive_key(key, qname, zone))
         n, rrs = entry
         answer.append(rrs if owner_at == 12 else repoint(rrs, n, owner_at))
-        return self._positive(data, q, tcp, zone, b"".join(answer), count + n, True)
+        limit_key = _positive_key(key, qname, zone)
+        return self._positive(data, q, tcp, zone, b"".join(answer), count + n, True, limit_key)
 
     def _positive(
         self,
@@ -541,20 +608,26 @@ class Responder:
         rrs: bytes,
         count: int,
         with_ns: bool,
-    ) -> tuple[bytes, MetricKey] | None:
+        limit_key: bytes,
+    ) -> tuple[bytes, MetricKey, bytes] | None:
         """An answer; ``with_ns``: the apex NS set and its addresses follow (as NSD)."""
         if not with_ns:
-            return self._finish(data, q, tcp, zone, 0x84, 0, (count, 0, 0), rrs)
+            return self._finish(data, q, tcp, zone, 0x84, 0, (count, 0, 0), rrs, limit_key)
         ns, ar, authority, additional = zone.tail(
             8 + len(q.key) - len(zone.origin)
         )  # the apex in the question
-        return self._finish(
-            data, q, tcp, zone, 0x84, 0, (count, ns, ar), rrs + authority + additional
-        )
+        body = rrs + authority + additional
+        return self._finish(data, q, tcp, zone, 0x84, 0, (count, ns, ar), body, limit_key)
 
     def _with_targets(
-        self, data: bytes, q: Query, tcp: bool, zone: CompiledZone, entry: WithTargets
-    ) -> tuple[bytes, MetricKey] | None:
+        self,
+        data: bytes,
+        q: Query,
+        tcp: bool,
+        zone: CompiledZone,
+        entry: WithTargets,
+        limit_key: bytes,
+    ) -> tuple[bytes, MetricKey, bytes] | None:
         """MX or SRV: the RRs, the targets' addresses (owned by pointers to the targets in the
         RRs), then the apex NS set and its addresses, each address RRset once (as the engine)."""
         qlen = len(q.key) - 4
@@ -583,14 +656,16 @@ class Responder:
         ns, ar, authority, additional = zone.tail(12 + qlen - len(zone.origin))
         # Additional: the targets' addresses first, as the engine adds them.
         body = b"".join((entry.rrs, authority, *extra, additional))
-        return self._finish(data, q, tcp, zone, 0x84, 0, (entry.count, ns, added + ar), body)
+        counts = (entry.count, ns, added + ar)
+        return self._finish(data, q, tcp, zone, 0x84, 0, counts, body, limit_key)
 
     def _referral(
         self, data: bytes, q: Query, tcp: bool, zone: CompiledZone, cut: CutNode, qlen: int
-    ) -> tuple[bytes, MetricKey] | None:
+    ) -> tuple[bytes, MetricKey, bytes] | None:
         """Not authoritative here: the delegation's NS set, and its glue (never dropped)."""
         ns, ar, body = cut.referral(qlen)
-        return self._finish(data, q, tcp, zone, 0x80, 0, (0, ns, ar), body)
+        limit_key = rrl.key(rrl.REFERRALS, cut.name)  # per delegation, as NSD and BIND
+        return self._finish(data, q, tcp, zone, 0x80, 0, (0, ns, ar), body, limit_key)
 
     def _negative(
         self,
@@ -601,10 +676,14 @@ class Responder:
         rcode: int,
         cname: bytes = b"",
         ancount: int = 0,
-    ) -> tuple[bytes, MetricKey] | None:
-        """NXDOMAIN or NODATA: the SOA in authority, after the CNAMEs that led here if any."""
+        limit_key: bytes | None = None,
+    ) -> tuple[bytes, MetricKey, bytes] | None:
+        """NXDOMAIN or NODATA: the SOA in authority, after the CNAMEs that led here if any;
+        counted per zone for rate limiting unless ``limit_key`` says otherwise."""
         body = cname + zone.soa_after(len(q.key) - 4)
-        return self._finish(data, q, tcp, zone, 0x84, rcode, (ancount, 1, 0), body)
+        if limit_key is None:
+            limit_key = self._negative_keys[zone.origin][rcode]
+        return self._finish(data, q, tcp, zone, 0x84, rcode, (ancount, 1, 0), body, limit_key)
 
     def _finish(
         self,
@@ -616,9 +695,11 @@ class Responder:
         rcode: int,
         counts: tuple[int, int, int],
         body: bytes,
-    ) -> tuple[bytes, MetricKey] | None:
+        limit_key: bytes,
+    ) -> tuple[bytes, MetricKey, bytes] | None:
         """Header (``flags``: QR and AA; RD and CD copied), the question as asked, ``body`` (AN,
-        NS, AR counts), the OPT; None when it would not fit, for the engine to shorten."""
+        NS, AR counts), the OPT; None when it would not fit, for the engine to shorten. With the
+        metric and ``limit_key``, the rate-limiting key."""
         opt = self._opt_for(q, 0)
         an, ns, ar = counts
         response = b"".join(
@@ -635,7 +716,8 @@ class Responder:
             return None
         qtype = (q.key[-4] << 8) | q.key[-3]
         qtype_label = _QTYPE_LABELS.get(qtype, "other")
-        return response, (zone.label, qtype_label, _RCODE_LABELS[rcode], _TRANSPORT[tcp])
+        metric = (zone.label, qtype_label, _RCODE_LABELS[rcode], _TRANSPORT[tcp])
+        return response, metric, limit_key
 
     def _opt_for(self, q: Query, scope: int) -> bytes:
         """The OPT of an answer to ``q`` (none without EDNS), its ECS SCOPE ``scope``: 0 for an
@@ -657,7 +739,7 @@ class Responder:
         fixed = drawn.answers.get(path)
         if fixed is None:
             response, metric = self._render(data, drawn.query, tcp, entry, scope)
-            fixed = drawn.answers[path] = (response[2:], metric, pools)
+            fixed = drawn.answers[path] = (response[2:], metric, pools, entry.rrl)
         return fixed
 
     def _probe(self, data: bytes, q: Query, tcp: bool, node: Entry | Branch, host: str) -> bytes:

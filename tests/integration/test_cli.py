@@ -174,6 +174,11 @@ def test_config_check_accepts_the_example_and_names_key_and_file_of_a_problem(
     proc = anycastedge("config", "check", "-c", str(REPO / "examples" / "pop.yaml"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "POP demo1 OK" in proc.stdout and "2 zone(s)" in proc.stdout
+    summary = (
+        "  rrl: responses 20, nxdomains 20, nodata 20, referrals 20, errors 20 a second per "
+        "/24 or /56, window 15 s, slip 2, exempt 127.0.0.0/8 ::1/128\n"
+    )
+    assert summary in proc.stdout
     zones = copy_repo_zones(tmp_path / "zones")
     path = tmp_path / "pop.yaml"
     path.write_text(f"pop: t1\ndns:\n  zones: {zones}\n  max_udp_sise: 1232\n")

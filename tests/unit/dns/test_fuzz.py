@@ -25,6 +25,7 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
 from anycastedge.dns.engine import Answer
+from anycastedge.dns.rrl import RateLimiter, RrlConfig
 from anycastedge.dns.server import DnsDatagramProtocol, DnsStreamFactory, DnsStreamProtocol
 from anycastedge.dns.tcp_limits import TcpLimits
 from anycastedge.dns.wire import Responder
@@ -285,6 +286,31 @@ def test_udp_full_socket_buffer_drops_the_reply(responder: Responder) -> None:
     transport.socket.refuse = False
     proto.datagramReceived(make_query("www.engine.test."), CLIENT)
     assert len(transport.sent) == 1
+
+
+def test_udp_applies_the_rate_limiter(responder: Responder) -> None:
+    """With a limiter (1 a second, slip 2, clock stopped): the first answer goes out whole, then
+    one in two is dropped and the other sent truncated, and one line is logged."""
+    limiter = RateLimiter(RrlConfig(responses_per_second=1, exempt=()), clock=lambda: 50.0)
+    proto = DnsDatagramProtocol(Source(responder), limiter)
+    transport = FakeDatagramTransport()
+    proto.makeConnection(transport)  # type: ignore[arg-type]
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        for qid in range(1, 6):
+            proto.datagramReceived(make_query("www.engine.test.", qid=qid), CLIENT)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    replies = [dns.message.from_wire(data) for data, _ in transport.sent]
+    assert [(r.id, bool(r.flags & dns.flags.TC), len(r.answer)) for r in replies] == [
+        (1, False, 1),
+        (3, True, 0),
+        (5, True, 0),
+    ]
+    lines = [e for e in events if "rate limit" in str(e.get("log_format", ""))]
+    assert len(lines) == 1 and lines[0]["account"].startswith("responses to 127.0.0.0/24")
+    assert limiter.counts == {("dropped", "responses"): 2, ("slipped", "responses"): 2}
 
 
 def test_udp_responder_exception_is_counted_not_raised(engine_zones: ZoneSet) -> None:
