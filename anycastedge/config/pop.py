@@ -12,7 +12,7 @@ import maxminddb
 
 from anycastedge.config.bgp import BgpConfig, read_bgp
 from anycastedge.config.dynamic import geo_code_problems
-from anycastedge.config.forward import read_forward
+from anycastedge.config.forward import read_forward, read_workers
 from anycastedge.config.reader import Reader, parse_hostport
 from anycastedge.config.source import load_yaml
 from anycastedge.errors import ConfigError, Location, Problem
@@ -58,6 +58,7 @@ class DnsConfig:
     geo: GeoConfig = field(default_factory=GeoConfig)
     # GSLB health checks go only to these networks; values elsewhere are served unchecked.
     check_networks: tuple[str, ...] = ("0.0.0.0/0", "::/0")
+    workers: int = 1  # processes answering on dns.listen (docs/dns-behaviour.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +177,7 @@ def _read_dns(r: Reader, base: Path) -> DnsConfig:
         soa=soa,
         geo=geo,
         check_networks=r.converted("check_networks", _cidrs, d.check_networks),
+        workers=read_workers(r),
     )
 
 

@@ -40,7 +40,7 @@ class DnsCollector(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         counters, zones, reloads = (
-            self.view.counters,
+            self.view.dns_counters(),  # every DNS process's (dns: {workers: N})
             self.view.zones.zones,
             self.view.zones.reloads,
         )
@@ -90,6 +90,39 @@ class DnsCollector(Collector):
             "1 if the last zone reload was accepted, 0 if it was rejected",
             1 if last is None or last.ok else 0,
         )
+
+
+class DnsWorkersCollector(Collector):
+    """The processes answering DNS (serve is worker 0): up, restarts, last reload."""
+
+    def __init__(self, view: ServerView) -> None:
+        self.view = view
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        up = GaugeMetricFamily(
+            "anycastedge_dns_worker_up",
+            "1 while the DNS process runs (worker 0 is serve itself)",
+            labels=["worker"],
+        )
+        restarts = CounterMetricFamily(
+            "anycastedge_dns_worker_restarts",
+            "Times serve restarted the DNS worker after it exited",
+            labels=["worker"],
+        )
+        reload_ok = GaugeMetricFamily(
+            "anycastedge_dns_worker_last_reload_ok",
+            "1 if the DNS process's last zone (re)load was accepted, 0 if it was rejected",
+            labels=["worker"],
+        )
+        for entry in self.view.dns_processes():
+            worker = [str(entry["index"])]
+            up.add_metric(worker, 1 if entry["alive"] else 0)
+            restarts.add_metric(worker, entry["restarts"])
+            last = entry["last_reload"]
+            reload_ok.add_metric(worker, 1 if last is None or last["ok"] else 0)
+        yield up
+        yield restarts
+        yield reload_ok
 
 
 class BgpCollector(Collector):
@@ -154,6 +187,7 @@ def make_registry(view: ServerView) -> CollectorRegistry:
     process."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(DnsCollector(view))
+    registry.register(DnsWorkersCollector(view))
     registry.register(GslbCollector(view))
     registry.register(BgpCollector(view.config))
     registry.register(BuildCollector())
