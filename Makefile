@@ -65,6 +65,8 @@ lab: $(STAMP) $(APT_STAMP)
 
 bench: $(STAMP) $(APT_STAMP) $(BENCH_APT_STAMP)
 	$(BIN)/python bench/dns_vs_nsd.py
+	$(BIN)/python bench/dns_vs_nsd.py --workers 1,2
+	$(BIN)/python bench/dns_udp_sharing.py
 	$(BIN)/python bench/gslb_vs_static.py
 	$(BIN)/python bench/zone_scale.py
 	$(BIN)/python bench/l4_vs_haproxy.py

@@ -6,12 +6,13 @@ view of the health monitor, the control endpoint a read-only view of the server.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import socket
 import sys
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from anycastedge.dns.server import DnsDatagramProtocol, DnsStreamFactory
 from anycastedge.dns.service import Built, Serials, ZoneService
 from anycastedge.dns.tcp_limits import TcpLimits
 from anycastedge.dns.wire import Responder
+from anycastedge.dns.workers import DnsWorkers, HealthTable, Hello, ParentLink, adopt_dns
 from anycastedge.dns.zone import ZoneSet
 from anycastedge.errors import ConfigError, Problem
 from anycastedge.forward.model import ForwardConfig
@@ -63,7 +65,9 @@ def zone_fingerprint(paths: list[Path]) -> Hashable:
     return tuple(out)
 
 
-def _builder(config: PopConfig, counters: DnsCounters, gslb: GslbChecks) -> Any:
+def _builder(
+    config: PopConfig, counters: DnsCounters, serving: Callable[[CheckTarget], bool]
+) -> Any:
     dns = config.dns
 
     def build(serials: Serials, current: ZoneSet) -> Built:
@@ -73,7 +77,7 @@ def _builder(config: PopConfig, counters: DnsCounters, gslb: GslbChecks) -> Any:
         mmdb = dns.geo.mmdb
         database = maxminddb.open_database(str(mmdb)) if mmdb is not None else None
         locator = GeoLocator(dns.geo.networks, database)
-        decider = Decider(locator, gslb.monitor.serving, limit=dns.cache_size or 1)
+        decider = Decider(locator, serving, limit=dns.cache_size or 1)
         responder = Responder(
             zones, config.pop, dns.max_udp_size, dns.nsid, dns.cache_size, counters, decider=decider
         )
@@ -92,11 +96,13 @@ class App:
     forward: ForwardService | None
     config: PopConfig
     workers: WorkerSupervisor | None = None  # forward: {workers: N} with N > 1
+    dns_workers: DnsWorkers | None = None  # dns: {workers: N} with N > 1
 
     def reload(self, trigger: str) -> Deferred[bool]:
         """What SIGHUP and POST /reload do: pop.yaml's ``forward:`` applied anew (if pop.yaml
         came from a file and still validates; SIGHUP passed on to the forwarding workers),
-        then the zones reloaded; the zones' outcome."""
+        then the zones reloaded; the zones' outcome (with DNS workers: once every one has
+        answered, whether all reloaded)."""
         if self.forward is not None and self.config.source is not None:
             applied = reload_forward(self.forward, self.config.source)
             if applied is not None and self.workers is not None:
@@ -105,7 +111,20 @@ class App:
                              "restarted", new=applied.workers,
                              old=self.workers.count)  # fmt: skip
                 self.workers.reload()
-        return self.zones.reload(trigger)
+        # A Deferred of our own: the zone service hands the same one to every caller while a
+        # reload runs, and callbacks added to it would change what the others get.
+        outcome: Deferred[bool] = Deferred()
+
+        def relay(ok: bool) -> bool:
+            outcome.callback(ok)
+            return ok
+
+        self.zones.reload(trigger).addCallback(relay)
+        dns_workers = self.dns_workers
+        if dns_workers is None:
+            return outcome
+        # A rejected reload is not passed on: the workers keep serving what serve serves.
+        return outcome.addCallback(lambda ok: dns_workers.settled() if ok else False)
 
 
 def reload_forward(
@@ -132,46 +151,52 @@ def build_app(config: PopConfig, reactor: Any) -> App:
     top = service.MultiService()
     counters = DnsCounters()
     zones: ZoneService
+    dns_workers: DnsWorkers | None = None
 
     def health_changed(target: CheckTarget, serving: bool) -> None:
         zones.responder.health_changed()  # the monitor has logged the change
         gslb.review()
+        if dns_workers is not None:
+            dns_workers.health_changed()
 
-    gslb = GslbChecks(
-        HealthMonitor(reactor, on_change=health_changed),
-        tuple(ipaddress.ip_network(n) for n in dns.check_networks),
-    )
+    def swapped(built: Built) -> None:
+        gslb.serve([r for zone in built.responder.zones for r in zone.dynamic.values()])
+        if dns_workers is not None:
+            dns_workers.swapped()
+            dns_workers.health_changed()  # the targets checked may have changed
+
+    monitor = HealthMonitor(reactor, on_change=health_changed)
+    gslb = GslbChecks(monitor, tuple(ipaddress.ip_network(n) for n in dns.check_networks))
     zones = ZoneService(
-        _builder(config, counters, gslb),
+        _builder(config, counters, monitor.serving),
         lambda: zone_fingerprint([dns.zones]),
         reactor,
         dns.watch_interval,
         config.state_dir,
-        on_swap=lambda built: gslb.serve(
-            [r for zone in built.responder.zones for r in zone.dynamic.values()]
-        ),
+        on_swap=swapped,
     )
     warnings = zones.load()  # raises ConfigError: a server never starts without its zones
-    gslb.monitor.setServiceParent(top)
+    monitor.setServiceParent(top)
     zones.setServiceParent(top)
     forward, workers = _forwarding(config, reactor, top)
-    stream = DnsStreamFactory(zones, reactor, _tcp_limits(dns), counters.tcp)
-    # One limiter for every UDP socket (a client is one client whichever address it asks);
-    # it outlives zone reloads. TCP is never limited.
-    limiter = None
-    if dns.rrl is not None:
-        limiter = RateLimiter(dns.rrl, time.monotonic, counters.rrl)
-    for host, port in dns.listen:
-        datagrams = DnsDatagramProtocol(zones, limiter)
-        udp = internet.UDPServer(port, datagrams, interface=host, reactor=reactor)
-        udp.setServiceParent(top)
-        tcp = internet.TCPServer(port, stream, interface=host, backlog=1024, reactor=reactor)
-        tcp.setServiceParent(top)
-    app = App(top, zones, warnings, forward, config, workers)
+    udp_protocol, stream, limiter = dns_handlers(config, zones, reactor, counters)
+    if dns.workers > 1:
+        dns_workers = _dns_workers(config, reactor, zones, counters, monitor, udp_protocol, stream)
+        dns_workers.setServiceParent(top)
+    else:
+        for host, port in dns.listen:
+            udp = internet.UDPServer(port, udp_protocol(), interface=host, reactor=reactor)
+            udp.setServiceParent(top)
+            tcp = internet.TCPServer(port, stream, interface=host, backlog=1024, reactor=reactor)
+            tcp.setServiceParent(top)
+    app = App(top, zones, warnings, forward, config, workers, dns_workers)
     if config.control.listen is not None:
         view = ServerView(
             config, zones, counters, gslb.monitor, gslb.probed, app.reload, forward=forward,
-            workers=workers.status if workers is not None else None, rrl=limiter,
+            workers=workers.status if workers is not None else None,
+            rrl=limiter,
+            dns_totals=dns_workers.totals if dns_workers is not None else None,
+            dns_workers=dns_workers.processes if dns_workers is not None else None,
         )  # fmt: skip
         host, port = config.control.listen
         site = control_site(view, make_registry(view))
@@ -188,6 +213,47 @@ def _tcp_limits(dns: DnsConfig) -> TcpLimits:
         max_connections_per_client=dns.tcp_max_connections_per_client,
         max_queries=dns.tcp_max_queries,
     )
+
+
+def dns_handlers(
+    config: PopConfig, zones: ZoneService, reactor: Any, counters: DnsCounters
+) -> tuple[Callable[[], DnsDatagramProtocol], DnsStreamFactory, RateLimiter | None]:
+    """What reads the DNS sockets, in serve and in each DNS worker alike: a new UDP protocol per
+    socket, one factory (one set of TCP limits) for every TCP socket of the process, and the
+    process's response rate limiter (dns.rrl; None: off)."""
+    dns = config.dns
+    stream = DnsStreamFactory(zones, reactor, _tcp_limits(dns), counters.tcp)
+    # One limiter for every UDP socket of the process (a client is one client whichever address
+    # it asks); it outlives zone reloads. TCP is never limited.
+    limiter = None if dns.rrl is None else RateLimiter(dns.rrl, time.monotonic, counters.rrl)
+    return lambda: DnsDatagramProtocol(zones, limiter), stream, limiter
+
+
+def _dns_workers(
+    config: PopConfig,
+    reactor: Any,
+    zones: ZoneService,
+    counters: DnsCounters,
+    monitor: HealthMonitor,
+    udp_protocol: Callable[[], DnsDatagramProtocol],
+    stream: DnsStreamFactory,
+) -> DnsWorkers:
+    """dns: {workers: N > 1}: serve binds the DNS sockets, reads them, and starts N-1
+    ``anycastedge dns worker`` processes that read them too (dns/workers.py)."""
+
+    def command(index: int, fds: dict[str, int], link: int) -> list[str]:
+        fd_args = [a for name, fd in fds.items() for a in ("--fd", f"{name}={fd}")]
+        return [sys.executable, "-m", "anycastedge", "dns", "worker", "--worker", str(index),
+                "--link", str(link), *fd_args]  # fmt: skip
+
+    def health() -> dict[CheckTarget, bool]:
+        return {target: status.serving for target, status in monitor.statuses().items()}
+
+    # What a worker answers with: serve's configuration as serve runs it (command-line overrides
+    # included, pop.yaml as it was at start), without what it does not serve.
+    handed = dataclasses.replace(config, forward=ForwardConfig())
+    return DnsWorkers(config.dns.workers, config.dns.listen, command, reactor, zones, counters,
+                      handed, health, udp_protocol, stream)  # fmt: skip
 
 
 def _forwarding(
@@ -309,3 +375,43 @@ def build_worker(config: PopConfig, reactor: Any, sockets: dict[str, socket.sock
     monitor.setServiceParent(top)
     gate.setServiceParent(top)
     return Worker(top, forward, config.source)
+
+
+@dataclass(frozen=True, slots=True)
+class DnsWorker:
+    """What ``anycastedge dns worker`` runs: the zones, the responder and the DNS protocols on
+    serve's sockets, and its link to serve; no control endpoint, no health checks."""
+
+    service: service.MultiService
+    zones: ZoneService
+    warnings: tuple[Problem, ...]
+
+
+def build_dns_worker(
+    hello: Hello,
+    reactor: Any,
+    sockets: dict[str, socket.socket],
+    link: socket.socket,
+    gone: Callable[[], None],
+) -> DnsWorker:
+    """A DNS worker answering as serve does: serve's configuration, its serials and its GSLB
+    health (from ``hello``), the zones loaded now (ConfigError if they do not load), ``sockets``
+    (inherited from serve) read once it has started; ``gone`` is called when serve is."""
+    config: PopConfig = hello.config
+    counters = DnsCounters()
+    table = HealthTable(hello.health)
+    # No state directory: serve alone writes serials.json, and the worker continues from the
+    # serials serve sends. No watcher: serve's reloads are passed on.
+    zones = ZoneService(
+        _builder(config, counters, table.serving),
+        lambda: zone_fingerprint([config.dns.zones]),
+        reactor,
+    )
+    zones.serials = dict(hello.serials)
+    warnings = zones.load()
+    top = service.MultiService()
+    zones.setServiceParent(top)
+    udp_protocol, stream, _ = dns_handlers(config, zones, reactor, counters)
+    adopt_dns(sockets, udp_protocol, stream, reactor).setServiceParent(top)
+    ParentLink(link, zones, table, counters, reactor, hello.generation, gone).setServiceParent(top)
+    return DnsWorker(top, zones, warnings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import signal
@@ -145,13 +146,34 @@ def cmd_reload(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"cannot reach serve at {url}: {exc}", file=sys.stderr)
         return 1
+    processes = body.get("processes") or []  # dns: {workers: N}: serve first, then each worker
     if body.get("ok"):
-        print("reloaded")
+        print(f"reloaded by {len(processes)} DNS processes" if len(processes) > 1 else "reloaded")
         return 0
+    if processes and (processes[0].get("last_reload") or {}).get("ok"):
+        # serve took the new zones: the failure is a worker's.
+        print("reloaded by serve, but not by every DNS worker:", file=sys.stderr)
+        for entry in processes[1:]:
+            print(f"- {_worker_outcome(entry, processes[0].get('generation'))}", file=sys.stderr)
+        return 1
     print("reload rejected, the previous zones keep serving:", file=sys.stderr)
     for problem in body.get("problems", []):
         print(f"- {problem}", file=sys.stderr)
     return 1
+
+
+def _worker_outcome(entry: dict[str, Any], generation: int | None) -> str:
+    """One DNS worker's answer to the reload ``generation`` of serve, in a line."""
+    name = f"dns worker {entry.get('index')} (pid {entry.get('pid')})"
+    last = entry.get("last_reload") or {}
+    if not entry.get("alive"):
+        return f"{name}: not running"
+    if generation is not None and (entry.get("generation") or 0) < generation:
+        return f"{name}: no answer yet (still reloading?)"
+    if last.get("ok"):
+        return f"{name}: reloaded"
+    problems = "; ".join(last.get("problems") or []) or "no reason given"
+    return f"{name}: rejected the zones, serves the previous ones: {problems}"
 
 
 def _any_missing(paths: Sequence[Path]) -> bool:
@@ -227,7 +249,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     session = (f"AS {bgp.local_as}, {len(bgp.neighbors)} neighbor(s), "
                f"{len(bgp.health.checks)} check(s)" if bgp.neighbors else "none")  # fmt: skip
     print(f"{config.source}: POP {config.pop} OK")
-    print(f"  dns: {listen}, {len(zones)} zone(s) from {config.dns.zones}, "
+    processes = f", {config.dns.workers} processes" if config.dns.workers > 1 else ""
+    print(f"  dns: {listen}{processes}, {len(zones)} zone(s) from {config.dns.zones}, "
           f"{len(warnings)} warning(s)")  # fmt: skip
     print(f"  anycast: {' '.join(config.anycast) or 'none'}; bgp: {session}")
     print(f"  rrl: {_rrl_summary(config.dns.rrl)}")
@@ -300,6 +323,64 @@ def cmd_forward_worker(args: argparse.Namespace) -> int:
 
     watch = task.LoopingCall(orphaned)
     watch.start(1.0, now=False)
+    worker.service.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", worker.service.stopService)  # type: ignore[attr-defined]
+
+    def text(event: dict[str, Any]) -> str | None:
+        line = formatEventAsClassicLogText(event)
+        return prefix + line if line else None
+
+    globalLogBeginner.beginLoggingTo([FileLogObserver(sys.stderr, text)], redirectStandardIO=False)
+    reactor.run()  # type: ignore[attr-defined]
+    return 0
+
+
+def cmd_dns_worker(args: argparse.Namespace) -> int:
+    """Run as one of serve's DNS workers (serve starts them: dns: {workers: N})."""
+    import socket
+    import time
+
+    from twisted.internet import reactor
+    from twisted.logger import FileLogObserver, formatEventAsClassicLogText, globalLogBeginner
+
+    from anycastedge.app import build_dns_worker
+    from anycastedge.dns.service import SHOWN, ReloadResult, shown
+    from anycastedge.dns.workers import HELLO_WAIT, Hello, Loaded, receive_blocking, send_blocking
+
+    prefix = f"dns worker {args.worker} (pid {os.getpid()}): "
+    link = socket.socket(fileno=args.link)
+    # serve's first message, before anything else: the configuration, serials and health.
+    try:
+        hello = receive_blocking(link, HELLO_WAIT)
+    except Exception as exc:  # a closed or silent link, or what does not unpickle
+        print(f"{prefix}no word from serve: {exc}", file=sys.stderr)
+        return 1
+    if not isinstance(hello, Hello):
+        print(f"{prefix}serve's first message is not a Hello", file=sys.stderr)
+        return 1
+    # The descriptors serve passed (pass_fds): UDP and TCP sockets, family and type read from them.
+    sockets = {name: socket.socket(fileno=fd) for name, fd in args.fd}
+
+    def gone() -> None:
+        reactor.stop()  # type: ignore[attr-defined]
+
+    try:
+        worker = build_dns_worker(hello, reactor, sockets, link, gone)
+    except ConfigError as exc:
+        # Told to serve (its /status says which worker could not start, and why), and logged.
+        errors = [p for p in exc.problems if not p.warning]  # serve has shown the warnings
+        result = ReloadResult(time.time(), False, "start", shown(errors))
+        with contextlib.suppress(OSError):
+            send_blocking(link, Loaded(hello.generation, result, {}))
+        _print_problems(errors[:SHOWN])
+        print(f"{prefix}the zones do not load: exiting", file=sys.stderr)
+        return 1
+
+    def on_hup(signum: int, frame: Any) -> None:
+        # Reloads come from serve, with its serials; one of our own could serve others.
+        print(f"{prefix}SIGHUP ignored: send it to serve (pid {os.getppid()})", file=sys.stderr)
+
+    signal.signal(signal.SIGHUP, on_hup)
     worker.service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", worker.service.stopService)  # type: ignore[attr-defined]
 
@@ -613,6 +694,19 @@ def build_parser() -> argparse.ArgumentParser:
     fworker.add_argument("--fd", action="append", type=_listener_fd, default=[], metavar="NAME=FD",
                          help="listener NAME's inherited socket; repeatable")  # fmt: skip
     fworker.set_defaults(func=cmd_forward_worker)
+
+    dns_cmd = sub.add_parser("dns", help="the DNS server").add_subparsers(
+        dest="dns_cmd", required=True
+    )
+    dworker = dns_cmd.add_parser(
+        "worker", help="one more DNS process on serve's sockets (started by serve)"
+    )
+    dworker.add_argument("--worker", type=int, required=True, help="its index, 1..N-1")
+    dworker.add_argument("--link", type=int, required=True, metavar="FD",
+                         help="its inherited end of the link to serve")  # fmt: skip
+    dworker.add_argument("--fd", action="append", type=_listener_fd, default=[], metavar="NAME=FD",
+                         help="an inherited DNS socket (udpN, tcpN); repeatable")  # fmt: skip
+    dworker.set_defaults(func=cmd_dns_worker)
 
     pop = sub.add_parser("pop", help="maintenance of this POP; verify the fleet").add_subparsers(
         dest="pop_cmd", required=True

@@ -11,6 +11,10 @@ by time (-l) and by count (-n). Prints queries per second and server CPU time pe
 then on with nothing exempt (dnsperf's 127.0.0.1 is exempt by default) and limits no query
 reaches, so that every answer takes the limiter's whole path and none is limited; alternated
 ``--rounds`` times, with the on/off ratio of qps and of CPU per answered query.
+
+``--workers 1,2`` measures anycastedge alone with each number of DNS processes (pop.yaml
+``dns: {workers: N}``) instead: the server may run on both CPUs (taskset -c 0,1), dnsperf stays
+pinned to CPU 1, and the CPU time is the sum over serve and its workers.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import json
 import math
 import os
 import random
@@ -26,6 +31,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,6 +74,11 @@ def parse_args() -> argparse.Namespace:
         help="instead of NSD: anycastedge with dns.rrl off vs on (nothing limited); the ratio",
     )
     p.add_argument("--rounds", type=int, default=2, help="--rrl-cost: off/on pairs (default 2)")
+    p.add_argument(
+        "--workers",
+        help="comma-separated dns.workers counts to compare (e.g. 1,2): anycastedge only, the "
+        "server on CPUs 0-1",
+    )
     return p.parse_args()
 
 
@@ -133,10 +145,12 @@ def dnsperf(
     args: argparse.Namespace,
     messages: int = 0,
     runs: int | None = None,
+    extra: tuple[str, ...] | list[str] = (),
 ) -> dict[str, str]:
     """dnsperf bounded by -l and -n; ``messages`` > 0: ``qfile`` holds that many wire messages
     (``dnsperf -B``), else one ``name TYPE`` per line. ``runs`` is -n, the passes over the file
-    (default: as many as MAX_QPS_BOUND x ``seconds`` queries need; 1: every query asked once)."""
+    (default: as many as MAX_QPS_BOUND x ``seconds`` queries need; 1: every query asked once).
+    ``extra``: more dnsperf options (``-Q RATE``)."""
     if runs is None:
         entries = messages or max(1, sum(1 for _ in qfile.open()))
         runs = max(1, math.ceil(MAX_QPS_BOUND * seconds / entries))
@@ -144,7 +158,7 @@ def dnsperf(
     if messages:
         cmd.append("-B")
     cmd += ["-d", str(qfile), "-l", str(seconds), "-n", str(runs)]
-    cmd += ["-c", str(args.clients), "-q", str(args.outstanding), "-t", "2"]
+    cmd += ["-c", str(args.clients), "-q", str(args.outstanding), "-t", "2", *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     if proc.returncode != 0:
         raise RuntimeError(f"dnsperf failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
@@ -194,12 +208,13 @@ def anycastedge(
     *,
     timeout: float = 30.0,
     control_port: int | None = None,
+    cpus: str = str(SERVER_CPU),
 ) -> Iterator[tuple[int, int]]:
-    """`anycastedge serve` pinned to SERVER_CPU, logging to ``log``; yields (pid, port) once the
-    zone's SOA answers (within ``timeout`` seconds). The control endpoint listens on
-    ``control_port`` (default: any free port) of HOST."""
+    """`anycastedge serve` pinned to ``cpus`` (default SERVER_CPU), logging to ``log``; yields
+    (pid, port) once the zone's SOA answers (within ``timeout`` seconds). The control endpoint
+    listens on ``control_port`` (default: any free port) of HOST."""
     port, cport = free_port(), control_port or free_port()
-    cmd = ["taskset", "-c", str(SERVER_CPU), sys.executable, "-m", "anycastedge", "serve"]
+    cmd = ["taskset", "-c", cpus, sys.executable, "-m", "anycastedge", "serve"]
     cmd += ["--zones", str(zones_dir), "--listen", f"{HOST}:{port}", "--control", f"{HOST}:{cport}"]
     if config is not None:
         cmd += ["-c", str(config)]
@@ -298,8 +313,72 @@ def pick_zone(zones_dir: Path, zone: str | None) -> str:
     return f"{found[0].stem}."
 
 
+def workers_ready(control_port: int, count: int, timeout: float = 60.0) -> None:
+    """Wait until /status lists ``count`` DNS processes, each alive and loaded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with urllib.request.urlopen(f"http://{HOST}:{control_port}/status", timeout=5) as reply:
+            entries = json.load(reply)["dns"]["workers"]
+        ready = [e for e in entries if e["alive"] and (e["last_reload"] or {}).get("ok")]
+        if len(ready) == count:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"DNS workers not ready after {timeout:g} s: {entries}")
+        time.sleep(0.1)  # a bounded poll
+
+
+def scaling(args: argparse.Namespace, counts: list[int], zones_dir: Path, zone: str) -> int:
+    """anycastedge with each dns.workers count: qps and CPU per answered query, all processes."""
+    with tempfile.TemporaryDirectory(prefix="bench-dns-workers-") as tmp:
+        work = Path(tmp)
+        served = work / "zones"
+        served.mkdir()
+        shutil.copy(zones_dir / f"{zone[:-1]}.yaml", served)
+        if args.queries:
+            qfile, mix = args.queries.resolve(), f"from {args.queries}"
+        else:
+            bind_file = zone_yaml_to_bind(served, zone, work / "bind")
+            qfile, mix = make_query_file(bind_file, dns.name.from_text(zone), work / "queries")
+        print(
+            f"zone {zone}: queries {mix}; dnsperf -l {args.seconds} -c {args.clients} "
+            f"-q {args.outstanding} on CPU {LOAD_CPU}, anycastedge on CPUs {SERVER_CPU},{LOAD_CPU}",
+            flush=True,
+        )
+        results = []
+        for count in counts:
+            config = work / f"pop-{count}.yaml"
+            config.write_text(json.dumps({"pop": "bench", "state_dir": str(work / "state"),
+                                          "dns": {"workers": count}}))  # fmt: skip
+            cport = free_port()
+            log = work / f"anycastedge-{count}.log"
+            cpus = f"{SERVER_CPU},{LOAD_CPU}"
+            with anycastedge(served, zone, log, config, control_port=cport, cpus=cpus) as served_at:
+                pid, port = served_at
+                workers_ready(cport, count)
+                results.append(measure(f"workers {count}", pid, port, qfile, args))
+    header = ("anycastedge", "qps", "answered", "lost", "CPU s", "CPU us/q")
+    print("{:<12} {:>10} {:>10} {:>6} {:>7} {:>9}".format(*header))
+    for r in results:
+        print(
+            f"{r['server']:<12} {r['qps']:>10.0f} {r['completed']:>10} {r['lost']:>6} "
+            f"{r['cpu']:>7.2f} {r['us_per_q']:>9.2f}"
+        )
+    first = results[0]
+    for r in results[1:]:
+        print(f"{r['server']} / {first['server']}: qps {r['qps'] / first['qps']:.2f}x, "
+              f"CPU per answered query {r['us_per_q'] / first['us_per_q']:.2f}x")  # fmt: skip
+    return 0
+
+
 def main() -> int:
     args = parse_args()
+    if args.workers:
+        counts = [int(n) for n in args.workers.split(",")]
+        if shutil.which("dnsperf") is None or shutil.which("taskset") is None:
+            print("error: dnsperf and taskset needed", file=sys.stderr)
+            return 2
+        zones_dir = args.zones.resolve()
+        return scaling(args, counts, zones_dir, pick_zone(zones_dir, args.zone))
     missing = missing_tools()
     if missing:
         print(

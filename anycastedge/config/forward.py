@@ -64,7 +64,7 @@ def read_forward(r: Reader, taken: dict[tuple[str, HostPort], str], base: Path) 
     engine = r.get("engine", str, "builtin")
     if engine is not None and engine not in ENGINES:
         r.error("engine", f"must be one of {', '.join(ENGINES)}, not {engine!r}")
-    workers = _workers(r)
+    workers = read_workers(r)
     # Every key of listeners: and backends: is a name, so neither has unknown keys to report.
     backends_r = r.child("backends")
     backends = {
@@ -88,8 +88,8 @@ def read_forward(r: Reader, taken: dict[tuple[str, HostPort], str], base: Path) 
     )
 
 
-def _workers(r: Reader) -> int:
-    """``workers``: 1..MAX_WORKERS, or ``auto`` for one per CPU."""
+def read_workers(r: Reader) -> int:
+    """``workers`` (of ``forward:`` or ``dns:``): 1..MAX_WORKERS, or ``auto`` for one per CPU."""
     value = r.get("workers", (int, str), 1)
     if value == AUTO_WORKERS:
         return max(1, min(os.cpu_count() or 1, MAX_WORKERS))

@@ -12,7 +12,7 @@ import maxminddb
 
 from anycastedge.config.bgp import BgpConfig, read_bgp
 from anycastedge.config.dynamic import geo_code_problems
-from anycastedge.config.forward import read_forward
+from anycastedge.config.forward import read_forward, read_workers
 from anycastedge.config.reader import Reader, parse_hostport
 from anycastedge.config.source import load_yaml
 from anycastedge.dns.rrl import RrlConfig
@@ -64,6 +64,7 @@ class DnsConfig:
     check_networks: tuple[str, ...] = ("0.0.0.0/0", "::/0")
     # Response rate limiting of UDP answers; None: off (docs/dns-behaviour.md).
     rrl: RrlConfig | None = field(default_factory=RrlConfig)
+    workers: int = 1  # processes answering on dns.listen (docs/dns-behaviour.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +255,7 @@ def _read_dns(r: Reader, base: Path) -> DnsConfig:
         geo=geo,
         check_networks=r.converted("check_networks", _cidrs, d.check_networks),
         rrl=_read_rrl(r),
+        workers=read_workers(r),
     )
 
 

@@ -94,7 +94,7 @@ class GslbCollector(Collector):
             "record's own values, every pool down)",
             labels=["record", "type", "pool"],
         )
-        for (label, answered), count in list(s.counters.pool_answers.items()):
+        for (label, answered), count in list(s.dns_counters().pool_answers.items()):
             answers.add_metric([*_metric_labels(label), answered], count)
         yield answers
         up = GaugeMetricFamily(

@@ -41,6 +41,9 @@ class _Reload(resource.Resource):
             request.setResponseCode(200 if ok else 422)
             request.setHeader(b"content-type", b"application/json")
             body = {"ok": ok, "problems": list(last.problems) if last else []}
+            if self._view.dns_workers is not None:
+                # Which DNS process reloaded, and which did not (dns: {workers: N}).
+                body["processes"] = self._view.dns_processes()
             request.write(json.dumps(body, indent=2).encode() + b"\n")
             request.finish()
 
@@ -116,6 +119,7 @@ def status_document(view: ServerView) -> dict[str, Any]:
         "forward": forward_status(view.forward, view.workers() if view.workers else None)
         if view.forward is not None
         else None,
+        "dns": {"workers": view.dns_processes()},
     }
 
 

@@ -16,7 +16,7 @@ from anycastedge.control.forward import ForwardCollector
 from anycastedge.control.gslb import GslbCollector
 from anycastedge.control.status import pop_status
 from anycastedge.control.view import ServerView
-from anycastedge.dns.counters import TcpCounts
+from anycastedge.dns.counters import DnsCounters, TcpCounts
 from anycastedge.dns.tcp_limits import CLOSE_REASONS
 from anycastedge.health.state import State
 
@@ -42,7 +42,7 @@ class DnsCollector(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         counters, zones, reloads = (
-            self.view.counters,
+            self.view.dns_counters(),  # every DNS process's (dns: {workers: N})
             self.view.zones.zones,
             self.view.zones.reloads,
         )
@@ -81,7 +81,7 @@ class DnsCollector(Collector):
             "UDP responses the kernel would not take (full buffer); the client retries",
             counters.udp_send_failures,
         )
-        yield from _rrl_metrics(self.view)
+        yield from _rrl_metrics(self.view, counters)
         serial = GaugeMetricFamily(
             "anycastedge_dns_zone_serial", "SOA serial of each served zone", labels=["zone"]
         )
@@ -111,15 +111,20 @@ def _tcp_families(tcp: TcpCounts) -> Iterator[CounterMetricFamily | GaugeMetricF
     for reason in CLOSE_REASONS:
         closed.add_metric([reason], counts.get(reason, 0))
     yield closed
-def _rrl_metrics(view: ServerView) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-    """Response rate limiting: what it did, by action and answer class, and its table."""
+
+
+def _rrl_metrics(
+    view: ServerView, counters: DnsCounters
+) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    """Response rate limiting: what it did (every DNS process), by action and answer class, and
+    serve's own table (each process limits for itself)."""
     limited = CounterMetricFamily(
         "anycastedge_dns_rrl_responses",
         "UDP responses rate limiting acted on, by action (dropped, slipped: sent truncated or, "
         "for errors, as they were; would_drop, would_slip: dns.rrl.log_only) and answer class",
         labels=["action", "class"],
     )
-    for (action, kind), value in list(view.counters.rrl.items()):
+    for (action, kind), value in list(counters.rrl.items()):
         limited.add_metric([action, kind], value)
     yield limited
     limiter = view.rrl
@@ -136,6 +141,39 @@ def _rrl_metrics(view: ServerView) -> Iterator[CounterMetricFamily | GaugeMetric
         "dns.rrl.max_table_size if this grows)",
         limiter.evictions,
     )
+
+
+class DnsWorkersCollector(Collector):
+    """The processes answering DNS (serve is worker 0): up, restarts, last reload."""
+
+    def __init__(self, view: ServerView) -> None:
+        self.view = view
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        up = GaugeMetricFamily(
+            "anycastedge_dns_worker_up",
+            "1 while the DNS process runs (worker 0 is serve itself)",
+            labels=["worker"],
+        )
+        restarts = CounterMetricFamily(
+            "anycastedge_dns_worker_restarts",
+            "Times serve restarted the DNS worker after it exited",
+            labels=["worker"],
+        )
+        reload_ok = GaugeMetricFamily(
+            "anycastedge_dns_worker_last_reload_ok",
+            "1 if the DNS process's last zone (re)load was accepted, 0 if it was rejected",
+            labels=["worker"],
+        )
+        for entry in self.view.dns_processes():
+            worker = [str(entry["index"])]
+            up.add_metric(worker, 1 if entry["alive"] else 0)
+            restarts.add_metric(worker, entry["restarts"])
+            last = entry["last_reload"]
+            reload_ok.add_metric(worker, 1 if last is None or last["ok"] else 0)
+        yield up
+        yield restarts
+        yield reload_ok
 
 
 class BgpCollector(Collector):
@@ -200,6 +238,7 @@ def make_registry(view: ServerView) -> CollectorRegistry:
     process."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(DnsCollector(view))
+    registry.register(DnsWorkersCollector(view))
     registry.register(GslbCollector(view))
     registry.register(BgpCollector(view.config))
     registry.register(BuildCollector())

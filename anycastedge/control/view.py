@@ -12,6 +12,7 @@ from anycastedge.config.pop import PopConfig
 from anycastedge.dns.counters import DnsCounters
 from anycastedge.dns.rrl import RateLimiter
 from anycastedge.dns.service import ReloadLog
+from anycastedge.dns.workers import serve_entry
 from anycastedge.dns.zone import ZoneSet
 from anycastedge.forward.service import ForwardService
 from anycastedge.gslb.model import DynamicRecord
@@ -54,6 +55,20 @@ class ServerView:
     # forward: {workers: N > 1}: serve and its workers (index, pid, alive, restarts)
     workers: Callable[[], list[dict[str, Any]]] | None = None
     rrl: RateLimiter | None = None  # dns.rrl: the UDP response rate limiter, if on
+    # dns: {workers: N > 1}: the counters of every DNS process added up, and the processes
+    dns_totals: Callable[[], DnsCounters] | None = None
+    dns_workers: Callable[[], list[dict[str, Any]]] | None = None
+
+    def dns_counters(self) -> DnsCounters:
+        """The DNS counters of the whole server (serve's own, unless it has DNS workers)."""
+        return self.counters if self.dns_totals is None else self.dns_totals()
+
+    def dns_processes(self) -> list[dict[str, Any]]:
+        """Every process answering DNS, serve first (index 0)."""
+        if self.dns_workers is not None:
+            return self.dns_workers()
+        zones = self.zones
+        return [serve_entry(zones.pid, zones.reloads.last, zones.zones, self.counters)]
 
     def dynamic_records(self) -> list[DynamicRecord]:
         """Every dynamic record being served."""

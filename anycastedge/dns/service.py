@@ -152,15 +152,18 @@ class ZoneService(service.Service):
         if self._on_swap is not None:
             self._on_swap(built)
 
-    def reload(self, trigger: str = "signal") -> defer.Deferred[bool]:
+    def reload(
+        self, trigger: str = "signal", serials: Serials | None = None
+    ) -> defer.Deferred[bool]:
         """Rebuild the zone set off the reactor thread (zones whose files did not change are kept
-        as they are); swap it in if it validates."""
+        as they are); swap it in if it validates. ``serials``: what each zone was served with
+        before, if not what this service served (a DNS worker is handed serve's)."""
         if self._reloading is not None:
             # The running reload may have read the files before this change: run once more.
             self._again = True
             return self._reloading
         fingerprint = self._fingerprint_now()
-        previous = dict(self.serials)
+        previous = dict(self.serials if serials is None else serials)
         # A zone set is millions of long-lived objects. A full collection while a new one is
         # built would scan them all in one C call, holding the GIL for seconds and stalling every
         # query; so no collection while building, and what is served is then frozen out of the

@@ -13,6 +13,7 @@ import pytest
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 
+from anycastedge import supervise
 from anycastedge.forward import workers
 from anycastedge.forward.model import ForwardConfig, Listener
 from anycastedge.forward.workers import SharedPort, SharedSockets, WorkerSupervisor
@@ -84,7 +85,7 @@ def test_sighup_is_passed_on_and_stop_terminates(monkeypatch: pytest.MonkeyPatch
         return process
 
     # The children's stdout, to read what they say; the rest as the supervisor asks.
-    monkeypatch.setattr(workers.subprocess, "Popen", popen)
+    monkeypatch.setattr(supervise.subprocess, "Popen", popen)
     sup.startService()
     monkeypatch.undo()
     assert len(spawned) == 2
