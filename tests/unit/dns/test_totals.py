@@ -18,16 +18,36 @@ KEYS = st.tuples(LABELS, LABELS, LABELS, LABELS)
 COUNT = st.integers(min_value=0, max_value=2**40)
 
 
-def counters_of(draw: Any) -> DnsCounters:
-    """A DnsCounters with every field filled by kind: a counter added there is covered too."""
-    out = DnsCounters()
-    for f in dataclasses.fields(DnsCounters):
+def _fill(out: Any, draw: Any) -> Any:
+    """Every field of a counters dataclass filled by kind, groups (TcpCounts) within it too:
+    a counter added there is covered."""
+    for f in dataclasses.fields(out):
         value = getattr(out, f.name)
         if isinstance(value, dict):
             setattr(out, f.name, draw(st.dictionaries(KEYS, COUNT, max_size=6)))
+        elif dataclasses.is_dataclass(value):
+            _fill(value, draw)
         else:
             setattr(out, f.name, draw(COUNT))
     return out
+
+
+def counters_of(draw: Any) -> DnsCounters:
+    """A DnsCounters with every count drawn."""
+    return _fill(DnsCounters(), draw)
+
+
+def _assert_sum(summed: Any, parts: list[Any]) -> None:
+    for f in dataclasses.fields(summed):
+        mine = getattr(summed, f.name)
+        values = [getattr(p, f.name) for p in parts]
+        if isinstance(mine, dict):
+            keys = {k for v in values for k in v}
+            assert mine == {k: sum(v.get(k, 0) for v in values) for k in keys}
+        elif dataclasses.is_dataclass(mine):
+            _assert_sum(mine, values)
+        else:
+            assert mine == sum(values)
 
 
 @given(st.data())
@@ -36,13 +56,7 @@ def test_the_total_is_the_sum_of_every_count(data: st.DataObject) -> None:
     copies = [copy.deepcopy(p) for p in parts]
     summed = total(parts)
     assert parts == copies  # the parts are not changed
-    for f in dataclasses.fields(DnsCounters):
-        values = [getattr(p, f.name) for p in parts]
-        if isinstance(getattr(summed, f.name), dict):
-            keys = {k for v in values for k in v}
-            assert getattr(summed, f.name) == {k: sum(v.get(k, 0) for v in values) for k in keys}
-        else:
-            assert getattr(summed, f.name) == sum(values)
+    _assert_sum(summed, parts)
     assert queries(summed) == sum(queries(p) for p in parts)
 
 
