@@ -298,7 +298,6 @@ def cmd_forward_worker(args: argparse.Namespace) -> int:
     import socket
 
     from twisted.internet import reactor, task
-    from twisted.logger import FileLogObserver, formatEventAsClassicLogText, globalLogBeginner
 
     from anycastedge.app import build_worker
 
@@ -323,16 +322,7 @@ def cmd_forward_worker(args: argparse.Namespace) -> int:
 
     watch = task.LoopingCall(orphaned)
     watch.start(1.0, now=False)
-    worker.service.startService()
-    reactor.addSystemEventTrigger("before", "shutdown", worker.service.stopService)  # type: ignore[attr-defined]
-
-    def text(event: dict[str, Any]) -> str | None:
-        line = formatEventAsClassicLogText(event)
-        return prefix + line if line else None
-
-    globalLogBeginner.beginLoggingTo([FileLogObserver(sys.stderr, text)], redirectStandardIO=False)
-    reactor.run()  # type: ignore[attr-defined]
-    return 0
+    return _run_worker(worker.service, prefix)
 
 
 def cmd_dns_worker(args: argparse.Namespace) -> int:
@@ -341,7 +331,6 @@ def cmd_dns_worker(args: argparse.Namespace) -> int:
     import time
 
     from twisted.internet import reactor
-    from twisted.logger import FileLogObserver, formatEventAsClassicLogText, globalLogBeginner
 
     from anycastedge.app import build_dns_worker
     from anycastedge.dns.service import SHOWN, ReloadResult, shown
@@ -381,8 +370,16 @@ def cmd_dns_worker(args: argparse.Namespace) -> int:
         print(f"{prefix}SIGHUP ignored: send it to serve (pid {os.getppid()})", file=sys.stderr)
 
     signal.signal(signal.SIGHUP, on_hup)
-    worker.service.startService()
-    reactor.addSystemEventTrigger("before", "shutdown", worker.service.stopService)  # type: ignore[attr-defined]
+    return _run_worker(worker.service, prefix)
+
+
+def _run_worker(top: Any, prefix: str) -> int:
+    """A worker's last steps: start ``top``, log to serve's stderr with ``prefix``, run."""
+    from twisted.internet import reactor
+    from twisted.logger import FileLogObserver, formatEventAsClassicLogText, globalLogBeginner
+
+    top.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)  # type: ignore[attr-defined]
 
     def text(event: dict[str, Any]) -> str | None:
         line = formatEventAsClassicLogText(event)
