@@ -121,10 +121,12 @@ def dnsperf(
     args: argparse.Namespace,
     messages: int = 0,
     runs: int | None = None,
+    max_qps: int = 0,
 ) -> dict[str, str]:
     """dnsperf bounded by -l and -n; ``messages`` > 0: ``qfile`` holds that many wire messages
     (``dnsperf -B``), else one ``name TYPE`` per line. ``runs`` is -n, the passes over the file
-    (default: as many as MAX_QPS_BOUND x ``seconds`` queries need; 1: every query asked once)."""
+    (default: as many as MAX_QPS_BOUND x ``seconds`` queries need; 1: every query asked once).
+    ``max_qps`` > 0 caps the rate (-Q)."""
     if runs is None:
         entries = messages or max(1, sum(1 for _ in qfile.open()))
         runs = max(1, math.ceil(MAX_QPS_BOUND * seconds / entries))
@@ -133,10 +135,13 @@ def dnsperf(
         cmd.append("-B")
     cmd += ["-d", str(qfile), "-l", str(seconds), "-n", str(runs)]
     cmd += ["-c", str(args.clients), "-q", str(args.outstanding), "-t", "2"]
+    if max_qps:
+        cmd += ["-Q", str(max_qps)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     if proc.returncode != 0:
         raise RuntimeError(f"dnsperf failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
-    found = dict(re.findall(r"^\s*([A-Z][A-Za-z ()]+?):\s+(.*)$", proc.stdout, re.MULTILINE))
+    # Within one line: "Statistics:" alone on its line must not take the next line's figure.
+    found = dict(re.findall(r"^[ \t]*([A-Z][A-Za-z ()]+?):[ \t]+(.*)$", proc.stdout, re.MULTILINE))
     return {k: v.strip() for k, v in found.items()}
 
 
