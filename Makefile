@@ -10,7 +10,7 @@ APT_STAMP := $(VENV)/.debs
 BENCH_DEBS := haproxy nginx libnginx-mod-stream wrk
 BENCH_APT_STAMP := $(VENV)/.bench-debs
 
-.PHONY: run test lint unit integration bench venv debs clean lab
+.PHONY: run test lint unit integration bench fuzz venv debs clean lab
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,11 @@ bench: $(STAMP) $(APT_STAMP) $(BENCH_APT_STAMP)
 	$(BIN)/python bench/zone_scale.py
 	$(BIN)/python bench/l4_vs_haproxy.py
 	$(BIN)/python bench/l7_vs_haproxy.py
+	$(BIN)/python bench/soak.py
+
+# Long fuzzing campaigns, 5 minutes per target (docs/fuzzing.md); `make test` runs a short smoke.
+fuzz: $(STAMP)
+	$(BIN)/python bench/fuzz.py --minutes 5
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -162,7 +162,8 @@ def dnsperf(
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     if proc.returncode != 0:
         raise RuntimeError(f"dnsperf failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
-    found = dict(re.findall(r"^\s*([A-Z][A-Za-z ()]+?):\s+(.*)$", proc.stdout, re.MULTILINE))
+    # Within one line: "Statistics:" alone on its line must not take the next line's figure.
+    found = dict(re.findall(r"^[ \t]*([A-Z][A-Za-z ()]+?):[ \t]+(.*)$", proc.stdout, re.MULTILINE))
     return {k: v.strip() for k, v in found.items()}
 
 

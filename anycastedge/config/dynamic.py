@@ -325,7 +325,7 @@ def _read_value(
         if isinstance(weight, bool):
             raise ValueError(weight)
         weight = int(weight)  # as octoDNS: "5" and 5.0 are 5
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: YAML's .inf
         weight = 0
     if not 1 <= weight <= 100:
         report(

@@ -47,7 +47,7 @@ def _int(value: Any, name: str) -> int:
         raise ValueError(f'invalid {name} "{value}"')
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: YAML's .inf
         raise ValueError(f'invalid {name} "{value}"') from None
 
 
@@ -164,7 +164,7 @@ def _number(
         return 0
     try:
         number = int(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: YAML's .inf
         reasons.append(f'invalid {label} "{raw}"')
         return 0
     if not 0 <= number <= high:
@@ -179,7 +179,7 @@ def _defaulted(value: Mapping[str, Any], key: str, reasons: list[str], high: int
         if isinstance(raw, bool):
             raise ValueError(raw)
         number = int(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: YAML's .inf
         reasons.append(f'invalid {key} "{raw}"')
         return 0
     if not 0 <= number <= high:
@@ -518,7 +518,7 @@ def _svcb_param(key: str, param: Any, reasons: list[str]) -> str:
     if key == "port":
         try:
             port = int(param)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: YAML's .inf
             reasons.append("port is not a number")
         else:
             if not 0 <= port <= 0xFFFF:
@@ -663,7 +663,9 @@ def to_rdata(rdtype: str, value: Any) -> Rdata:
         return rdata
     except InvalidValue:
         raise
-    except (dns.exception.DNSException, ValueError, TypeError, KeyError, struct.error) as exc:
+    except (
+        dns.exception.DNSException, ValueError, TypeError, KeyError, OverflowError, struct.error
+    ) as exc:
         if isinstance(exc, ValueError) and not isinstance(exc, dns.exception.DNSException):
             raise InvalidValue([str(exc)]) from None
         reason = str(exc) or type(exc).__name__

@@ -133,9 +133,16 @@ def load_yaml(path: Path | str, text: str | None = None) -> Any:
 
 
 def _parse(kind: Any, text: str, name: str) -> Any:
-    loader = kind(text, name)
+    try:
+        # PyYAML's reader checks the first characters as it is made: a control character there
+        # fails here, not in the parse.
+        loader = kind(text, name)
+    except yaml.reader.ReaderError as exc:
+        raise _unreadable(exc, text, name) from None
     try:
         return loader.get_single_data()
+    except yaml.reader.ReaderError as exc:
+        raise _unreadable(exc, text, name) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = loader.location(mark) if mark else Location(name)
@@ -144,6 +151,17 @@ def _parse(kind: Any, text: str, name: str) -> Any:
         raise ConfigError([Problem(f"YAML: {exc}", Location(name))]) from None
     finally:
         loader.dispose()
+
+
+def _unreadable(exc: yaml.reader.ReaderError, text: str, name: str) -> ConfigError:
+    """A character YAML does not allow (a control character): where it is, as line and column
+    (PyYAML gives its offset in the text)."""
+    at = exc.position
+    line = text.count("\n", 0, at) + 1
+    column = at - text.rfind("\n", 0, at)
+    character = exc.character if isinstance(exc.character, int) else ord(exc.character)
+    message = f"YAML: character #x{character:04x} is not allowed ({exc.reason})"
+    return ConfigError([Problem(message, Location(name, line, column))])
 
 
 class Unusual(Exception):  # noqa: N818 (a signal, not an error)

@@ -239,6 +239,12 @@ class _Builder:
             return False
         included = meta.get("included")
         excluded = meta.get("excluded") or []
+        for key, listed in (("included", included), ("excluded", excluded)):
+            # octoDNS takes a list of provider names; anything else would be searched as one.
+            if listed is not None and not isinstance(listed, list):
+                at = meta.where(key) if isinstance(meta, MarkedDict) else where
+                self.problem(subject, f"octodns.{key} must be a list of provider names", at)
+                return False
         if (included and PROVIDER_NAME not in included) or PROVIDER_NAME in excluded:
             self.problem(
                 subject, f"{rdtype} is not for provider {PROVIDER_NAME!r}, not served", where, True

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anycastedge.config.source import MarkedDict, Unusual, load_yaml, top_level_items
-from anycastedge.errors import Location
+from anycastedge.errors import ConfigError, Location
 
 # Scalars whose YAML 1.1 reading is not a string, written plainly: the reader must type them
 # exactly as PyYAML's resolver and constructors do.
@@ -102,3 +102,21 @@ def test_unusual_documents_are_handed_to_load_yaml(text: str) -> None:
     path = Path("z.yaml")
     with pytest.raises(Unusual):
         list(top_level_items(path, text))
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column"),
+    [
+        ("\x1f", 1, 1),
+        ("www:\n  type: A\n  value: 192.0.2.1\x7f\n", 3, 19),
+        ("a: " + "b" * 9000 + "\nc: d\x00\n", 2, 5),  # past PyYAML's first chunk
+    ],
+)
+def test_a_control_character_is_a_problem_at_its_line(text: str, line: int, column: int) -> None:
+    """Found by fuzzing (tests/fuzz): PyYAML's reader refused a control character with its own
+    exception, outside ConfigError; it is a problem at the character's line and column."""
+    with pytest.raises(ConfigError) as caught:
+        load_yaml(Path("z.yaml"), text)
+    [problem] = caught.value.problems
+    assert problem.location == Location("z.yaml", line, column)
+    assert problem.message.startswith("YAML: character #x")

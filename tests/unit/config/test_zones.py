@@ -485,6 +485,55 @@ def test_bad_values_are_rejected_with_a_reason(record: dict[str, Any], reason: s
     assert ("bad", reason) in {(p.subject, p.message) for p in caught.value.problems}
 
 
+@pytest.mark.parametrize(
+    ("key", "listed"),
+    [("included", "true"), ("included", "1"), ("excluded", "1"), ("excluded", "x")],
+)
+def test_provider_lists_that_are_not_lists_are_refused_where_written(key: str, listed: str) -> None:
+    """Found by fuzzing (tests/fuzz): `octodns.included: 1` raised TypeError out of the loader;
+    it is a problem at the key's line."""
+    text = f"www:\n  octodns:\n    {key}: {listed}\n"
+    text += "  type: A\n  value: 192.0.2.1\n"
+    with pytest.raises(ConfigError) as caught:
+        build_zone(Path("lists.test.yaml"), SoaConfig(), text=text)
+    [problem] = caught.value.problems
+    assert (problem.subject, problem.message) == (
+        "www",
+        f"octodns.{key} must be a list of provider names",
+    )
+    assert problem.location is not None and problem.location.line == 3
+
+
+INF = float("inf")
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"type": "HTTPS", "value": {"svcparams": {}, "svcpriority": INF, "targetname": "."}},
+        {"type": "HTTPS", "value": {"svcparams": {"port": INF}, "svcpriority": 1,
+                                    "targetname": "."}},  # fmt: skip
+        {"type": "MX", "value": {"exchange": "mx.example.net.", "preference": INF}},
+        {"type": "CAA", "value": {"flags": INF, "tag": "issue", "value": "ca.example.net"}},
+        {"type": "DS", "value": {"algorithm": 13, "digest": "ab", "digest_type": 2,
+                                 "key_tag": INF}},  # fmt: skip
+        {"type": "SSHFP", "value": {"algorithm": INF, "fingerprint": "ab", "fingerprint_type": 2}},
+        {"type": "NAPTR", "value": {"flags": "U", "order": INF, "preference": 1, "regexp": "",
+                                    "replacement": ".", "service": "E2U+sip"}},  # fmt: skip
+        {"type": "A", "value": "192.0.2.1",
+         "dynamic": {"pools": {"a": {"values": [{"value": "192.0.2.2", "weight": INF}]}},
+                     "rules": [{"pool": "a"}]}},  # fmt: skip
+    ],
+    ids=["svcpriority", "svcparams-port", "mx", "caa", "ds", "sshfp", "naptr", "pool-weight"],
+)
+def test_infinity_where_a_whole_number_belongs_is_a_problem(record: dict[str, Any]) -> None:
+    """Found by fuzzing (tests/fuzz): YAML's `.inf` in an integer field raised OverflowError out
+    of the loader; it is a problem of the record, like any other bad number."""
+    with pytest.raises(ConfigError) as caught:
+        build({**APEX_NS, "bad": record})
+    assert any(p.subject == "bad" and not p.warning for p in caught.value.problems)
+
+
 # --- SOA synthesis ---------------------------------------------------------------------------
 
 ZONE_TEXT = """
