@@ -375,7 +375,13 @@ def check(query: Query, response: bytes | None, max_udp: int) -> None:
         pytest.fail(f"unparseable response {response!r} to {data!r}: {exc!r}")
     assert response[:2] == data[:2], "ID not echoed"
     assert response[2] & 0x80, "QR not set"
-    assert response[2] & 0x79 == data[2] & 0x79, "opcode or RD not echoed"
+    assert response[2] & 0x78 == data[2] & 0x78, "opcode not echoed"
+    if data[2] & 0x78:
+        # An opcode other than QUERY: NOTIMP, with none of QUERY's flags (genreport's checks).
+        assert response[3] & 0x0F == dns.rcode.NOTIMP and not response[2] & 0x05, "NOTIMP"
+        assert not response[3] & 0xB0, "RA, AD or CD in a NOTIMP"
+        return
+    assert response[2] & 0x01 == data[2] & 0x01, "RD not echoed"
     assert not response[3] & 0x80, "RA set by an authoritative server"
     assert len(response) <= (65535 if query.tcp else udp_limit(data, max_udp))
     rcode = message.rcode()
