@@ -172,15 +172,6 @@ def test_site_converges_and_a_second_run_changes_nothing(deployed: Deployment) -
     assert second["failed"] == 0 and second["changed"] == 0, deployed.second.output
 
 
-def test_check_mode_on_the_converged_pop_changes_nothing(deployed: Deployment) -> None:
-    """`site.yml --check --diff`, what an operator runs before a change, reports changed=0."""
-    run = playbook(
-        "site.yml", deployed.inventory, deployed.base / "home", None, ["--check", "--diff"]
-    )
-    assert run.returncode == 0, run.output
-    assert run.counts(HOST)["changed"] == 0, run.output
-
-
 def test_rendered_pop_yaml_passes_the_config_check(deployed: Deployment) -> None:
     """The installed anycastedge accepts the pop.yaml rendered from the inventory."""
     result = subprocess.run(

@@ -11,7 +11,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,11 +69,10 @@ def playbook(
     inventory: Path,
     home: Path,
     extra_vars: Mapping[str, Any] | None = None,
-    options: Sequence[str] = (),
 ) -> Run:
     """Run ansible/``name`` against ``inventory``; bounded by PLAYBOOK_TIMEOUT."""
     home.mkdir(parents=True, exist_ok=True)
-    args = [str(BIN / "ansible-playbook"), "-i", str(inventory), str(ANSIBLE_DIR / name), *options]
+    args = [str(BIN / "ansible-playbook"), "-i", str(inventory), str(ANSIBLE_DIR / name)]
     if extra_vars:
         args += ["-e", json.dumps(dict(extra_vars))]
     result = subprocess.run(
