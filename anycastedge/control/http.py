@@ -106,14 +106,7 @@ def status_document(view: ServerView) -> dict[str, Any]:
             }
             for z in view.zones.zones
         ],
-        "last_reload": None
-        if last is None
-        else {
-            "at": last.at,
-            "ok": last.ok,
-            "trigger": last.trigger,
-            "problems": list(last.problems),
-        },
+        "last_reload": None if last is None else last.as_json(),
         "reloads": {"success": reloads.success, "failure": reloads.failure},
         "gslb": gslb_status(view),
         "forward": forward_status(view.forward, view.workers() if view.workers else None)

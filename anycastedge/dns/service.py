@@ -57,6 +57,11 @@ class ReloadResult:
     trigger: str
     problems: tuple[str, ...] = ()
 
+    def as_json(self) -> dict[str, Any]:
+        """The JSON form /status shows (for serve and each DNS worker alike)."""
+        return {"at": self.at, "ok": self.ok, "trigger": self.trigger,
+                "problems": list(self.problems)}  # fmt: skip
+
 
 @dataclass(slots=True)
 class ReloadLog:

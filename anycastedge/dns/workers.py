@@ -305,14 +305,7 @@ class ProcessStatus:
             "counters_age_seconds": self.counters_age,
             "generation": self.generation,
             "health_version": self.health_version,
-            "last_reload": None
-            if last is None
-            else {
-                "at": last.at,
-                "ok": last.ok,
-                "trigger": last.trigger,
-                "problems": list(last.problems),
-            },
+            "last_reload": None if last is None else last.as_json(),
             "serials": self.serials,
         }
 
