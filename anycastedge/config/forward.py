@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from anycastedge.config.reader import Reader, parse_hostport
+from anycastedge.errors import Problem
+from anycastedge.forward.haproxy_render import unsupported
 from anycastedge.forward.model import (
     BALANCE_ALGORITHMS,
+    ENGINES,
     HTTP_PROTOCOLS,
     MAGLEV_TABLE_SIZE,
     MAX_WORKERS,
@@ -23,6 +26,7 @@ from anycastedge.forward.model import (
     Ejection,
     Endpoint,
     ForwardConfig,
+    HaproxyOptions,
     IPNetwork,
     Listener,
     ListenerHttp,
@@ -32,7 +36,6 @@ from anycastedge.forward.model import (
 from anycastedge.forward.tls import check_certificates
 from anycastedge.health.check import HealthCheck
 
-ENGINES = ("builtin",)
 AUTO_WORKERS = "auto"  # one per CPU (os.cpu_count(), at most MAX_WORKERS)
 MAX_WEIGHT = 256
 TLS_VERSIONS = ("1.2", "1.3")
@@ -61,10 +64,12 @@ def read_forward(r: Reader, taken: dict[tuple[str, HostPort], str], base: Path) 
     ``taken`` maps (transport, (host, port)) already bound by this POP (DNS, control) to what
     binds them: a listener may not bind the same. Relative file names are relative to ``base``.
     """
-    engine = r.get("engine", str, "builtin")
+    engine: str | None = r.get("engine", str, "builtin")
     if engine is not None and engine not in ENGINES:
         r.error("engine", f"must be one of {', '.join(ENGINES)}, not {engine!r}")
+        engine = None
     workers = read_workers(r)
+    haproxy = _haproxy(r.child("haproxy"), engine)
     # Every key of listeners: and backends: is a name, so neither has unknown keys to report.
     backends_r = r.child("backends")
     backends = {
@@ -83,9 +88,45 @@ def read_forward(r: Reader, taken: dict[tuple[str, HostPort], str], base: Path) 
         listener = _listener(str(name), lr, backends, bound, base)
         if listener is not None:
             listeners.append(listener)
-    return ForwardConfig(
-        tuple(listeners), tuple(b for b in backends.values() if b is not None), workers
+    config = ForwardConfig(
+        tuple(listeners),
+        tuple(b for b in backends.values() if b is not None),
+        workers,
+        engine or "builtin",
+        haproxy,
     )
+    if engine == "haproxy":
+        # Said plainly rather than approximated: what HAProxy cannot do as the built-in does.
+        for path, message in unsupported(config):
+            _error_at(r, path, message)
+    return config
+
+
+def _haproxy(r: Reader, engine: str | None) -> HaproxyOptions:
+    d = HaproxyOptions()
+    if r.data and engine != "haproxy":
+        r.problems.append(Problem(f"{r.path}: applies to engine: haproxy only", r.where))
+    binary = r.get("binary", str, d.binary)
+    options = HaproxyOptions(
+        hard_stop_after=r.number("hard_stop_after", d.hard_stop_after, 1, 86400),
+        binary=binary or d.binary,
+    )
+    r.finish()
+    return options
+
+
+def _error_at(r: Reader, path: tuple[str | int, ...], message: str) -> None:
+    """A problem for the key at ``path`` below ``r`` (an int: a list index), located at the
+    deepest mapping of the path written in the file."""
+    name = r.path + "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in path)
+    reader = r
+    for key in path[:-1]:
+        if not isinstance(key, str) or not isinstance(reader.data.get(key), dict):
+            break
+        reader = Reader(reader.data[key], "", [], reader.location(key))
+    last = path[-1]
+    where = reader.location(last) if isinstance(last, str) else reader.where
+    r.problems.append(Problem(f"{name}: {message}", where))
 
 
 def read_workers(r: Reader) -> int:

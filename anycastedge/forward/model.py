@@ -22,6 +22,7 @@ PROTOCOLS = ("tcp", "udp", "http", "https")
 HTTP_PROTOCOLS = ("http", "https")
 MAGLEV_TABLE_SIZE = 65537  # a prime, as Maglev's table must be
 MAX_WORKERS = 64  # forward: {workers: N}: processes on the same listeners
+ENGINES = ("builtin", "haproxy")  # what carries the traffic: serve itself, or HAProxy it runs
 
 
 def join_hostport(host: str, port: int) -> str:
@@ -182,6 +183,17 @@ class Listener:
 
 
 @dataclass(frozen=True, slots=True)
+class HaproxyOptions:
+    """pop.yaml's ``forward.haproxy``: what only the HAProxy engine uses."""
+
+    # Seconds an old HAProxy worker may keep connections open after a reload before they are
+    # cut (HAProxy's hard-stop-after): long enough for downloads, short enough that reloads do
+    # not pile up processes.
+    hard_stop_after: float = 600.0
+    binary: str = "haproxy"  # the executable: a name looked up on PATH, or a path
+
+
+@dataclass(frozen=True, slots=True)
 class ForwardConfig:
     """pop.yaml's ``forward:``: listeners and the backends they name."""
 
@@ -189,6 +201,8 @@ class ForwardConfig:
     backends: tuple[Backend, ...] = ()
     # Processes accepting on the TCP-based listeners: serve and N-1 more (forward/workers.py)
     workers: int = 1
+    engine: str = "builtin"  # builtin: serve forwards; haproxy: serve runs HAProxy to forward
+    haproxy: HaproxyOptions = HaproxyOptions()
 
     def backend(self, name: str) -> Backend:
         """The backend called ``name``."""
