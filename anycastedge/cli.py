@@ -286,6 +286,51 @@ def cmd_forward_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forward_render(args: argparse.Namespace) -> int:
+    """Print (or write) the HAProxy configuration pop.yaml's forward: makes; --check: have
+    HAProxy check it, with its certificates, in a temporary directory."""
+    import tempfile
+
+    from anycastedge.forward.haproxy_files import check_config, write_rendered
+    from anycastedge.forward.haproxy_render import Runtime, render, unsupported
+
+    path = _pop_config_path(args)
+    config = load_pop(path)  # a ConfigError is printed by main, with every problem
+    forward = config.forward
+    runtime = Runtime(directory=str(config.state_dir / "haproxy"))
+    # engine: haproxy had these refused with their lines already; builtin shows what haproxy
+    # would run, so says what it could not. The socket paths depend on state_dir either way.
+    refused = [(k, m) for k, m in unsupported(forward, runtime)
+               if forward.engine != "haproxy" or k == ("haproxy",)]  # fmt: skip
+    if refused:
+        raise ConfigError(
+            [
+                Problem(f"forward{_key_path(key)}: {message}", Location(str(path)))
+                for key, message in refused
+            ]  # fmt: skip
+        )
+    rendered = render(forward, runtime)
+    if args.check:
+        with tempfile.TemporaryDirectory(prefix="haproxy-") as directory:
+            trial = Runtime(directory)
+            staged = render(forward, trial)
+            write_rendered(staged, trial)
+            ok, output = check_config(forward.haproxy.binary, trial.config_path)
+        if not ok:
+            print(output.replace(directory, str(runtime.directory)), file=sys.stderr)
+            return 1
+    if args.output:
+        Path(args.output).write_text(rendered.config)
+        print(f"wrote {args.output}" + (" (haproxy -c: OK)" if args.check else ""))
+    else:
+        sys.stdout.write(rendered.config)
+    return 0
+
+
+def _key_path(key: tuple[str | int, ...]) -> str:
+    return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in key)
+
+
 def _listener_fd(text: str) -> tuple[str, int]:
     name, sep, fd = text.rpartition("=")
     if not sep or not name or not fd.isdigit():
@@ -683,6 +728,14 @@ def build_parser() -> argparse.ArgumentParser:
     fcheck = fwd.add_parser("check", help="validate pop.yaml's forward: without starting anything")
     fcheck.add_argument("-c", "--config")
     fcheck.set_defaults(func=cmd_forward_check)
+    frender = fwd.add_parser(
+        "render", help="the HAProxy configuration forward: makes (what engine: haproxy runs)"
+    )
+    frender.add_argument("-c", "--config")
+    frender.add_argument("-o", "--output", metavar="FILE", help="write it there, not to stdout")
+    frender.add_argument("--check", action="store_true",
+                         help="have haproxy -c check it, with its certificates")  # fmt: skip
+    frender.set_defaults(func=cmd_forward_render)
     fworker = fwd.add_parser(
         "worker", help="one more forwarding process on serve's sockets (started by serve)"
     )

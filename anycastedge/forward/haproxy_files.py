@@ -1,0 +1,79 @@
+"""Writing a rendered HAProxy configuration and its files, and asking HAProxy to check it.
+
+I/O without Twisted: serve calls it from a thread or at start, the CLI directly.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from anycastedge.forward.haproxy_render import Rendered, Runtime
+
+CHECK_TIMEOUT = 30.0  # seconds haproxy -c may take (it loads every certificate)
+
+
+def write_rendered(rendered: Rendered, runtime: Runtime) -> bool:
+    """Write the bundles (0600, in a 0700 directory), crt-lists and the config, each atomically
+    (temp file and rename in its directory); whether any file's content changed."""
+    changed = False
+    directory = Path(runtime.directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_dir = Path(runtime.cert_dir)
+    cert_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(cert_dir, 0o700)  # mkdir's mode is masked by the umask, and an old one may differ
+    for bundle, cert, key in rendered.bundles:
+        # The chain, then the key: what HAProxy's crt takes; a missing newline between them
+        # would merge two PEM lines.
+        chain, secret = Path(cert).read_bytes(), Path(key).read_bytes()
+        content = chain + (b"" if chain.endswith(b"\n") else b"\n") + secret
+        changed |= replace_file(Path(bundle), content, 0o600)
+    for path, text in rendered.crt_lists:
+        changed |= replace_file(Path(path), text.encode(), 0o600)
+    changed |= replace_file(Path(runtime.config_path), rendered.config.encode(), 0o644)
+    return changed
+
+
+def replace_file(path: Path, content: bytes, mode: int) -> bool:
+    """Put ``content`` at ``path`` with ``mode`` unless it is there already; whether it changed.
+
+    The new file is complete before it takes the name: a reader sees the old or the new.
+    """
+    try:
+        if path.read_bytes() == content and (path.stat().st_mode & 0o777) == mode:
+            return False
+    except FileNotFoundError:
+        pass
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as out:
+            out.write(content)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+def check_config(binary: str, path: str) -> tuple[bool, str]:
+    """``binary -c -q -f path``: whether HAProxy accepts the file, and what it said."""
+    try:
+        done = subprocess.run(
+            [binary, "-c", "-q", "-f", path],
+            capture_output=True,
+            text=True,
+            timeout=CHECK_TIMEOUT,
+            check=False,
+        )
+    except FileNotFoundError:
+        return False, f"{binary}: not found (is HAProxy installed?)"
+    except subprocess.TimeoutExpired:
+        return False, f"{binary} -c took over {CHECK_TIMEOUT:g} s"
+    except OSError as exc:
+        return False, f"{binary}: {exc}"
+    return done.returncode == 0, (done.stdout + done.stderr).strip()
