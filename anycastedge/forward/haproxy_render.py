@@ -173,7 +173,7 @@ def _global_disagreements(config: ForwardConfig) -> Iterator[tuple[KeyPath, str]
             if getattr(listener.http, key) != getattr(first.http, key):
                 yield (
                     ("listeners", listener.name, key),
-                    f"differs from listener {first.name!r}'s: HAProxy has one {key} for all "
+                    f"differs from that of listener {first.name!r}: HAProxy has one {key} for all "
                     f"listeners (tune.*); {BUILTIN} one per listener",
                 )
 
@@ -235,7 +235,7 @@ def _agree(uses: list[Use], key: str, directive: str) -> Iterator[tuple[KeyPath,
         if getattr(use.listener, key) != getattr(first, key):
             yield (
                 ("listeners", use.listener.name, key),
-                f"differs from listener {first.name!r}'s, which uses the same backend: HAProxy "
+                f"differs from that of listener {first.name!r}, on the same backend: HAProxy "
                 f"sets it once per backend ({directive}); {BUILTIN} one per listener",
             )
             return
@@ -256,7 +256,7 @@ def _ejection_refusals(backend: Backend, mode: str) -> Iterator[tuple[KeyPath, s
         yield (
             (*at, "consecutive_5xx"),
             f"HAProxy counts connect failures and 5xx responses together (observe layer7): "
-            f"set it equal to consecutive_failures ({failures}) or to 0; {BUILTIN} two counts",
+            f"set it to 0 or to consecutive_failures (a count above 0); {BUILTIN} two counts",
         )
 
 
