@@ -292,23 +292,21 @@ def cmd_forward_render(args: argparse.Namespace) -> int:
     import tempfile
 
     from anycastedge.forward.haproxy_files import check_config, write_rendered
-    from anycastedge.forward.haproxy_render import Runtime, render, unsupported
+    from anycastedge.forward.haproxy_render import Runtime, render, socket_problem, unsupported
 
     path = _pop_config_path(args)
     config = load_pop(path)  # a ConfigError is printed by main, with every problem
     forward = config.forward
-    runtime = Runtime(directory=str(config.state_dir / "haproxy"))
+    runtime = Runtime.under(str(config.state_dir))
     # engine: haproxy had these refused with their lines already; builtin shows what haproxy
-    # would run, so says what it could not. The socket paths depend on state_dir either way.
-    refused = [(k, m) for k, m in unsupported(forward, runtime)
-               if forward.engine != "haproxy" or k == ("haproxy",)]  # fmt: skip
-    if refused:
-        raise ConfigError(
-            [
-                Problem(f"forward{_key_path(key)}: {message}", Location(str(path)))
-                for key, message in refused
-            ]  # fmt: skip
-        )
+    # would run, so says what it could not.
+    refused = [] if forward.engine == "haproxy" else unsupported(forward)
+    problems = [Problem(f"forward{_key_path(key)}: {message}", Location(str(path)))
+                for key, message in refused]  # fmt: skip
+    if (sockets := socket_problem(forward, runtime)) is not None:
+        problems.append(Problem(f"state_dir: {sockets}", Location(str(path))))
+    if problems:
+        raise ConfigError(problems)
     rendered = render(forward, runtime)
     if args.check:
         with tempfile.TemporaryDirectory(prefix="haproxy-") as directory:

@@ -17,9 +17,11 @@ from anycastedge.config.reader import Reader, parse_hostport
 from anycastedge.config.source import load_yaml
 from anycastedge.dns.rrl import RrlConfig
 from anycastedge.errors import ConfigError, Location, Problem
+from anycastedge.forward.haproxy_render import Runtime, socket_problem
 from anycastedge.forward.model import ForwardConfig
 
 DEFAULT_CONFIG_PATHS = ("/etc/anycastedge/pop.yaml",)
+DEFAULT_STATE_DIR = Path("/var/lib/anycastedge")
 HostPort = tuple[str, int]
 
 
@@ -81,7 +83,7 @@ class PopConfig:
     """Everything one POP runs with."""
 
     pop: str = "anycastedge"
-    state_dir: Path = Path("/var/lib/anycastedge")
+    state_dir: Path = DEFAULT_STATE_DIR
     anycast: tuple[str, ...] = ()
     dns: DnsConfig = field(default_factory=DnsConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
@@ -299,12 +301,17 @@ def load_pop(path: Path | str) -> PopConfig:
     forward_r = r.child("forward")
     forward = read_forward(forward_r, taken, base)
     forward_r.finish()
+    state_path = (base / state_dir) if state_dir else DEFAULT_STATE_DIR
+    if forward.engine == "haproxy":
+        sockets = socket_problem(forward, Runtime.under(str(state_path)))
+        if sockets is not None:
+            r.error("state_dir", sockets)
     r.finish()
     if problems:
         raise ConfigError(problems)
     return PopConfig(
         pop=pop or "anycastedge",
-        state_dir=(base / state_dir) if state_dir else Path("/var/lib/anycastedge"),
+        state_dir=state_path,
         anycast=anycast,
         dns=dns,
         control=control,

@@ -70,6 +70,11 @@ class Runtime:
     user: str | None = None
     group: str | None = None
 
+    @classmethod
+    def under(cls, state_dir: str, user: str | None = None, group: str | None = None) -> Runtime:
+        """Serve's runtime: the ``haproxy`` directory of its state directory."""
+        return cls(posixpath.join(state_dir, "haproxy"), user, group)
+
     @property
     def config_path(self) -> str:
         """The configuration file HAProxy is started with."""
@@ -120,12 +125,8 @@ class Use:
 # --- what HAProxy cannot do
 
 
-def unsupported(config: ForwardConfig, runtime: Runtime | None = None) -> list[tuple[KeyPath, str]]:
-    """What ``config`` asks that HAProxy 2.6 cannot express: (key path, why) each.
-
-    With ``runtime``, also whether its socket paths fit (key ``("haproxy",)``: the path
-    comes from ``state_dir``, outside ``forward:``).
-    """
+def unsupported(config: ForwardConfig) -> list[tuple[KeyPath, str]]:
+    """What ``config`` asks that HAProxy 2.6 cannot express: (key path, why) each."""
     out: list[tuple[KeyPath, str]] = []
     out += _names(config)
     for listener in config.listeners:
@@ -138,15 +139,16 @@ def unsupported(config: ForwardConfig, runtime: Runtime | None = None) -> list[t
     uses = backend_uses(config)
     for backend in config.backends:
         out += _backend_refusals(backend, uses.get(backend.name, []))
-    if runtime is not None:
-        longest = max(_socket_paths(config, runtime), key=lambda p: len(p.encode()))
-        if len(longest.encode()) > MAX_SOCKET_PATH:
-            out.append(
-                (("haproxy",),
-                 f"state_dir is too long for HAProxy's UNIX sockets: {longest} is over "
-                 f"{MAX_SOCKET_PATH} bytes; choose a shorter state_dir")
-            )  # fmt: skip
     return out
+
+
+def socket_problem(config: ForwardConfig, runtime: Runtime) -> str | None:
+    """Why HAProxy could not bind its UNIX sockets under ``runtime`` (a path too long), if so."""
+    longest = max(_socket_paths(config, runtime), key=lambda p: len(p.encode()))
+    if len(longest.encode()) > MAX_SOCKET_PATH:
+        return (f"too long for HAProxy's UNIX sockets: {longest} is over {MAX_SOCKET_PATH} "
+                "bytes; choose a shorter state_dir")  # fmt: skip
+    return None
 
 
 def _names(config: ForwardConfig) -> Iterator[tuple[KeyPath, str]]:

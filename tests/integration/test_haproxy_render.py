@@ -32,7 +32,7 @@ def checked(pop: Path, tmp_path: Path) -> str:
     """Render pop.yaml into a runtime directory and have haproxy -c check it; the config."""
     config = load_pop(pop).forward
     runtime = Runtime(str(tmp_path / "rt"))
-    assert unsupported(config, runtime) == []
+    assert unsupported(config) == []
     rendered = render(config, runtime)
     assert write_rendered(rendered, runtime) is True
     assert write_rendered(rendered, runtime) is False  # same content: nothing changed

@@ -17,6 +17,7 @@ from anycastedge.forward.haproxy_render import (
     duration,
     host_pattern,
     render,
+    socket_problem,
     unsupported,
 )
 from anycastedge.forward.headers import sticky_id
@@ -451,9 +452,25 @@ def test_refusals_of_the_model() -> None:
 
 def test_socket_path_too_long() -> None:
     config = tcp(Backend("b", (E1,)))
-    assert unsupported(config, Runtime("/x")) == []
-    [(key, message)] = unsupported(config, Runtime("/" + "d" * 90))
-    assert key == ("haproxy",) and "state_dir" in message
+    assert socket_problem(config, Runtime("/x")) is None
+    message = socket_problem(config, Runtime("/" + "d" * 90))
+    assert message is not None and "state_dir" in message
+
+
+def test_long_state_dir_refused_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "zones").mkdir()
+    deep = "s" * 90
+    (tmp_path / "pop.yaml").write_text(
+        f"pop: t\nstate_dir: {deep}\ndns: {{listen: '127.0.0.1:5399', zones: zones}}\n"
+        "forward:\n  engine: haproxy\n  listeners:\n"
+        "    l: {bind: '127.0.0.1:9000', protocol: tcp, backend: b}\n"
+        "  backends:\n    b: {endpoints: [{address: '127.0.0.1:9001'}]}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_pop(tmp_path / "pop.yaml")
+    [problem] = caught.value.problems
+    assert problem.message.startswith("state_dir: too long for HAProxy's UNIX sockets")
+    assert problem.location.line == 2
 
 
 # --- refusals named in pop.yaml, with their lines
