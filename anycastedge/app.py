@@ -7,6 +7,7 @@ view of the health monitor, the control endpoint a read-only view of the server.
 from __future__ import annotations
 
 import dataclasses
+import grp
 import ipaddress
 import os
 import socket
@@ -36,6 +37,8 @@ from anycastedge.dns.wire import Responder
 from anycastedge.dns.workers import DnsWorkers, HealthTable, Hello, ParentLink, adopt_dns
 from anycastedge.dns.zone import ZoneSet
 from anycastedge.errors import ConfigError, Problem
+from anycastedge.forward.haproxy import HaproxyEngine
+from anycastedge.forward.haproxy_render import Runtime
 from anycastedge.forward.model import ForwardConfig
 from anycastedge.forward.service import ForwardService
 from anycastedge.forward.workers import (
@@ -49,6 +52,7 @@ from anycastedge.gslb.decider import Decider
 from anycastedge.gslb.geo import GeoLocator
 from anycastedge.health.check import CheckTarget
 from anycastedge.health.monitor import HealthMonitor
+from anycastedge.privileges import planned_user
 
 log = Logger()
 
@@ -93,7 +97,7 @@ class App:
     service: service.MultiService
     zones: ZoneService
     warnings: tuple[Problem, ...]
-    forward: ForwardService | None
+    forward: ForwardService | HaproxyEngine | None
     config: PopConfig
     workers: WorkerSupervisor | None = None  # forward: {workers: N} with N > 1
     dns_workers: DnsWorkers | None = None  # dns: {workers: N} with N > 1
@@ -128,7 +132,7 @@ class App:
 
 
 def reload_forward(
-    forward: ForwardService, source: Path, worker: bool = False
+    forward: ForwardService | HaproxyEngine, source: Path, worker: bool = False
 ) -> ForwardConfig | None:
     """Apply the ``forward:`` section of pop.yaml as it is now (a ``worker`` leaves its UDP
     listeners to serve); what was applied, or None: a broken file changes nothing."""
@@ -139,6 +143,11 @@ def reload_forward(
             "pop.yaml rejected, forwarding unchanged:\n{problems}",
             problems="\n".join(f"- {p}" for p in exc.problems),
         )
+        return None
+    running = "haproxy" if isinstance(forward, HaproxyEngine) else "builtin"
+    if config.forward.engine != running:
+        log.error("forward.engine changed to {new}: forwarding unchanged, on {old} until serve "
+                  "is restarted", new=config.forward.engine, old=running)  # fmt: skip
         return None
     forward.apply(streams_only(config.forward) if worker else config.forward)
     log.info("forwarding configuration applied from {source}", source=str(source))
@@ -189,10 +198,15 @@ def build_app(config: PopConfig, reactor: Any) -> App:
             udp.setServiceParent(top)
             tcp = internet.TCPServer(port, stream, interface=host, backlog=1024, reactor=reactor)
             tcp.setServiceParent(top)
-    app = App(top, zones, warnings, forward, config, workers, dns_workers)
+    engine: ForwardService | HaproxyEngine | None = forward
+    if config.forward.engine == "haproxy" and (config.forward.listeners or config.forward.backends):
+        # Last: HAProxy starts with its service, once every socket of serve's own is bound.
+        engine = _haproxy(config, reactor)
+        engine.setServiceParent(top)
+    app = App(top, zones, warnings, engine, config, workers, dns_workers)
     if config.control.listen is not None:
         view = ServerView(
-            config, zones, counters, gslb.monitor, gslb.probed, app.reload, forward=forward,
+            config, zones, counters, gslb.monitor, gslb.probed, app.reload, forward=engine,
             workers=workers.status if workers is not None else None,
             rrl=limiter,
             dns_totals=dns_workers.totals if dns_workers is not None else None,
@@ -256,6 +270,17 @@ def _dns_workers(
                       handed, health, udp_protocol, stream)  # fmt: skip
 
 
+def _haproxy(config: PopConfig, reactor: Any) -> HaproxyEngine:
+    """forward.engine: haproxy: HAProxy rendered, checked (ConfigError if it refuses) and
+    ready to start; run as the user serve switches to (it is started before serve switches)."""
+    user = planned_user(config.user)
+    group = grp.getgrgid(user.pw_gid).gr_name if user is not None else None
+    runtime = Runtime.under(str(config.state_dir), user.pw_name if user else None, group)
+    engine = HaproxyEngine(config.forward, runtime, reactor)
+    engine.prepare()
+    return engine
+
+
 def _forwarding(
     config: PopConfig, reactor: Any, top: service.MultiService
 ) -> tuple[ForwardService | None, WorkerSupervisor | None]:
@@ -263,6 +288,8 @@ def _forwarding(
     with ``workers`` > 1, the supervisor of the other processes sharing its TCP-based sockets."""
     if not config.forward.listeners and not config.forward.backends:
         return None, None
+    if config.forward.engine == "haproxy":
+        return None, None  # _haproxy's, started last
     forward: ForwardService
     monitor = HealthMonitor(
         reactor,

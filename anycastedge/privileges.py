@@ -26,6 +26,18 @@ class Identity:
     note: str
 
 
+def planned_user(configured: str | None) -> pwd.struct_passwd | None:
+    """The user ``drop_privileges`` will switch to (None: it will not switch): for children
+    started before it, such as HAProxy, which switches by itself."""
+    name = configured or DEFAULT_USER
+    if os.geteuid() != 0 or name == "root":
+        return None
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        return None
+
+
 def drop_privileges(configured: str | None, state_dir: Path) -> Identity:
     """Become ``configured`` (default: ``anycastedge`` if that user exists) when running as
     root, keeping the state directory writable; raises PrivilegeError when a configured user

@@ -108,6 +108,7 @@ class Launch:
     argv: list[str]
     fds: tuple[int, ...]
     started: Callable[[subprocess.Popen[bytes] | None], None] | None = None
+    preexec: Callable[[], None] | None = None  # run in the child before exec
 
 
 @dataclasses.dataclass(slots=True)
@@ -143,6 +144,7 @@ class Supervisor(service.Service):
         pid: int,
         label: str = "worker",
         stopped: Callable[[], None] | None = None,
+        at_once: bool = False,
     ) -> None:
         self.count = count
         self.launch = launch
@@ -150,6 +152,9 @@ class Supervisor(service.Service):
         self.pid = pid  # serve's own, worker 0 in status()
         self.label = label  # how the log calls a worker
         self.stopped = stopped
+        # Start with the service, not once the reactor runs: before serve drops root (HAProxy,
+        # which binds its own listeners).
+        self.at_once = at_once
         self.workers = [WorkerProcess(i) for i in range(1, count)]
         self._checker = task.LoopingCall(self.check)
         self._checker.clock = reactor
@@ -173,6 +178,7 @@ class Supervisor(service.Service):
                 stdin=subprocess.DEVNULL,
                 pass_fds=launch.fds,
                 start_new_session=True,
+                preexec_fn=launch.preexec,
             )
         except OSError as exc:
             worker.process = None
@@ -224,7 +230,10 @@ class Supervisor(service.Service):
         super().startService()
         # Workers are started once serve runs: if something cannot listen, serve exits with no
         # children left behind.
-        self.reactor.callWhenRunning(self._start_workers)
+        if self.at_once:
+            self._start_workers()
+        else:
+            self.reactor.callWhenRunning(self._start_workers)
 
     def _start_workers(self) -> None:
         if not self.running:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -9,22 +10,57 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from anycastedge.forward.http import HttpListener, route_label
+from anycastedge.forward.haproxy import HaproxyEngine
+from anycastedge.forward.http import HttpListener
 from anycastedge.forward.http_stats import HttpStats
 from anycastedge.forward.service import ForwardService
 from anycastedge.forward.tcp import TcpListener
 from anycastedge.forward.udp import UdpListener
+from anycastedge.forward.view import EndpointView, route_entries
 
 
 def forward_status(
-    forward: ForwardService, workers: list[dict[str, Any]] | None = None
+    forward: ForwardService | HaproxyEngine, workers: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
     """Listeners, backends and endpoints, with health, ejections and active connections; the
-    processes serving them (``workers``: serve itself alone unless forward: {workers: N}).
+    processes serving them (``workers``: serve itself alone unless forward: {workers: N}), or
+    with engine: haproxy the HAProxy process.
 
     With workers, the counters are serve's own: each worker counts what it accepted itself,
     and checks the endpoints' health itself.
     """
+    if isinstance(forward, HaproxyEngine):
+        listeners = forward.listener_entries()
+        engine: dict[str, Any] = forward.engine_status()
+    else:
+        listeners = _builtin_listeners(forward)
+        engine = {"name": "builtin"}
+    backends = []
+    for view in forward.backend_views():
+        endpoints = []
+        for e in view.endpoints:
+            entry = {k: getattr(e, k) for k in ENDPOINT_KEYS}
+            if isinstance(forward, ForwardService):
+                entry["http_connections"] = _pool_status(forward, e.address)
+            endpoints.append(entry)
+        backends.append({"name": view.name, "balance": view.balance, "critical": view.critical,
+                         "up": view.up, "refused": view.refused,
+                         "endpoints": endpoints})  # fmt: skip
+    if workers is None:
+        workers = [{"index": 0, "pid": os.getpid(), "alive": True, "restarts": 0}]
+    return {
+        "engine": engine,
+        "listeners": listeners,
+        "backends": backends,
+        "critical_down": forward.critical_down(),
+        "workers": workers,
+    }
+
+
+ENDPOINT_KEYS = tuple(f.name for f in dataclasses.fields(EndpointView))
+
+
+def _builtin_listeners(forward: ForwardService) -> list[dict[str, Any]]:
     listeners = []
     for listener in forward.config.listeners:
         running = forward.active.get(listener.name)
@@ -43,11 +79,7 @@ def forward_status(
             entry |= {"flows": len(handler.flows), "datagrams": handler.datagrams,
                       "refused": handler.refused}  # fmt: skip
         if listener.http is not None:
-            entry["routes"] = [
-                {"route": route_label(r), "hosts": list(r.hosts), "path_prefix": r.path_prefix,
-                 "backend": r.backend, "max_body": r.max_body}
-                for r in listener.http.routes
-            ]  # fmt: skip
+            entry["routes"] = route_entries(listener)
         if isinstance(handler, HttpListener):
             stats = handler.stats
             entry |= {
@@ -58,49 +90,13 @@ def forward_status(
                 "pool": {"reused": forward.upstreams.reused, "created": forward.upstreams.created},
             }
         listeners.append(entry)
-    backends = []
-    for name, pool in forward.pools.items():
-        usable = set(pool.usable())
-        backends.append(
-            {
-                "name": name,
-                "balance": pool.backend.balance,
-                "critical": pool.backend.critical,
-                "up": bool(usable),
-                "refused": pool.refused,
-                "endpoints": [
-                    {
-                        "address": str(s.endpoint),
-                        "weight": s.endpoint.weight,
-                        "up": s.up,
-                        "ejected": pool.is_ejected(i),
-                        "ejections": s.ejections,
-                        "usable": i in usable,
-                        "active": s.active,
-                        "connections": s.connections,
-                        "connect_failures": s.connect_failures,
-                        "connect_time": s.connect_time,
-                        "bytes_in": s.bytes_in,
-                        "bytes_out": s.bytes_out,
-                        "responses_5xx": s.responses_5xx,
-                        "http_connections": _pool_status(forward, s.endpoint.host_port()),
-                    }
-                    for i, s in enumerate(pool.stats)
-                ],
-            }
-        )
-    if workers is None:
-        workers = [{"index": 0, "pid": os.getpid(), "alive": True, "restarts": 0}]
-    return {
-        "listeners": listeners,
-        "backends": backends,
-        "critical_down": forward.critical_down(),
-        "workers": workers,
-    }
+    return listeners
 
 
-def _pool_status(forward: ForwardService, address: tuple[str, int]) -> dict[str, int]:
+def _pool_status(forward: ForwardService, endpoint: str) -> dict[str, int]:
     """An endpoint's HTTP keep-alive connections: open (busy or idle) and idle."""
+    host, _, port = endpoint.rpartition(":")
+    address = (host.strip("[]"), int(port))
     upstreams = forward.upstreams
     return {"open": upstreams.count(address), "idle": upstreams.idle_count(address)}
 
@@ -108,7 +104,7 @@ def _pool_status(forward: ForwardService, address: tuple[str, int]) -> dict[str,
 class ForwardCollector(Collector):
     """Per-endpoint connections, bytes, failures, ejections and health, read at scrape time."""
 
-    def __init__(self, forward: ForwardService) -> None:
+    def __init__(self, forward: ForwardService | HaproxyEngine) -> None:
         self.forward = forward
 
     def collect(
@@ -146,21 +142,46 @@ class ForwardCollector(Collector):
             "New connections or datagrams refused: no endpoint of the backend could take them",
             labels=["backend"],
         )
-        for name, pool in self.forward.pools.items():
-            ok = set(pool.usable())
-            refused.add_metric([name], pool.refused)
-            for i, s in enumerate(pool.stats):
-                key = [name, str(s.endpoint)]
+        for view in self.forward.backend_views():
+            refused.add_metric([view.name], view.refused)
+            for e in view.endpoints:
+                key = [view.name, e.address]
                 for family_key, (_, attribute) in counters.items():
-                    families[family_key].add_metric(key, getattr(s, attribute))
-                active.add_metric(key, s.active)
-                up.add_metric(key, 1 if s.up else 0)
-                usable.add_metric(key, 1 if i in ok else 0)
+                    families[family_key].add_metric(key, getattr(e, attribute))
+                active.add_metric(key, e.active)
+                up.add_metric(key, 1 if e.up else 0)
+                usable.add_metric(key, 1 if e.usable else 0)
         yield from families.values()
         yield from (active, up, usable, refused)
-        yield from self._http()
+        if isinstance(self.forward, HaproxyEngine):
+            yield from self._engine(self.forward)
+        else:
+            yield from self._http(self.forward)
 
-    def _http(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
+    def _engine(self, engine: HaproxyEngine) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        """The HAProxy process serve runs: whether it runs and answers, restarts, reloads."""
+        status = engine.engine_status()
+        running = GaugeMetricFamily(
+            "anycastedge_forward_haproxy_up",
+            "1 while HAProxy runs and answers for statistics (else every endpoint counts down)",
+        )
+        running.add_metric([], 1 if engine.fresh_stats() is not None else 0)
+        restarts = CounterMetricFamily(
+            "anycastedge_forward_haproxy_restarts", "Times HAProxy was restarted after it exited"
+        )
+        restarts.add_metric([], status["restarts"])
+        reloads = CounterMetricFamily(
+            "anycastedge_forward_haproxy_reloads",
+            "Forwarding changes handed to HAProxy, by result",
+            labels=["result"],
+        )
+        for result, count in status["reloads"].items():
+            reloads.add_metric([result], count)
+        yield from (running, restarts, reloads)
+
+    def _http(
+        self, forward: ForwardService
+    ) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         requests = CounterMetricFamily(
             "anycastedge_http_requests",
             "HTTP requests answered, by listener, route, backend and status class",
@@ -184,7 +205,7 @@ class ForwardCollector(Collector):
         active = GaugeMetricFamily(
             "anycastedge_http_connections", "Client connections open now", labels=["listener"]
         )
-        for name, running in self.forward.active.items():
+        for name, running in forward.active.items():
             handler = running.handler
             if not isinstance(handler, HttpListener):
                 continue

@@ -62,14 +62,13 @@ class _BackendHealth(resource.Resource):
     def getChild(self, path: bytes, request: server.Request) -> resource.Resource:  # noqa: N802
         name = path.decode(errors="replace")
         forward = self._view.forward
-        pool = forward.pools.get(name) if forward is not None else None
-        if pool is None:
+        if forward is None or forward.backend_up(name) is None:
             return resource.NoResource(f"no backend {name!r}")
         health = resource.Resource()
 
         def render(request: server.Request) -> bytes:
             request.setHeader(b"content-type", b"text/plain")
-            if pool.any_up():
+            if forward.backend_up(name):
                 return b"ok\n"
             request.setResponseCode(503)
             return f"backend {name}: no endpoint up\n".encode()
@@ -138,10 +137,10 @@ def control_site(view: ServerView, registry: CollectorRegistry) -> server.Site:
         # The BGP hook's http check points here: 503 withdraws the POP while a critical backend
         # has no endpoint to send traffic to (docs/bgp.md).
         request.setHeader(b"content-type", b"text/plain")
-        down = view.forward.critical_down() if view.forward is not None else []
-        if down:
+        problems = view.forward.health_problems() if view.forward is not None else []
+        if problems:
             request.setResponseCode(503)
-            return f"critical backends down: {', '.join(down)}\n".encode()
+            return "".join(f"{p}\n" for p in problems).encode()
         return b"ok\n"
 
     root = resource.Resource()

@@ -14,6 +14,7 @@ from anycastedge.dns.rrl import RateLimiter
 from anycastedge.dns.service import ReloadLog
 from anycastedge.dns.workers import serve_entry
 from anycastedge.dns.zone import ZoneSet
+from anycastedge.forward.haproxy import HaproxyEngine
 from anycastedge.forward.service import ForwardService
 from anycastedge.gslb.model import DynamicRecord
 from anycastedge.health.check import CheckTarget
@@ -51,7 +52,7 @@ class ServerView:
     checks: Checks
     probed: Callable[[CheckTarget], bool]  # inside dns.check_networks
     reload: Callable[[str], Deferred[bool]]
-    forward: ForwardService | None = None
+    forward: ForwardService | HaproxyEngine | None = None  # by forward.engine
     # forward: {workers: N > 1}: serve and its workers (index, pid, alive, restarts)
     workers: Callable[[], list[dict[str, Any]]] | None = None
     rrl: RateLimiter | None = None  # dns.rrl: the UDP response rate limiter, if on

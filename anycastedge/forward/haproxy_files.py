@@ -15,9 +15,10 @@ from anycastedge.forward.haproxy_render import Rendered, Runtime
 CHECK_TIMEOUT = 30.0  # seconds haproxy -c may take (it loads every certificate)
 
 
-def write_rendered(rendered: Rendered, runtime: Runtime) -> bool:
-    """Write the bundles (0600, in a 0700 directory), crt-lists and the config, each atomically
-    (temp file and rename in its directory); whether any file's content changed."""
+def write_rendered(rendered: Rendered, runtime: Runtime, config_path: str | None = None) -> bool:
+    """Write the bundles (0600, in a 0700 directory), crt-lists and the config (at
+    ``config_path``, default the runtime's), each atomically (temp file and rename in its
+    directory); whether any file's content changed."""
     changed = False
     directory = Path(runtime.directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -32,7 +33,8 @@ def write_rendered(rendered: Rendered, runtime: Runtime) -> bool:
         changed |= replace_file(Path(bundle), content, 0o600)
     for path, text in rendered.crt_lists:
         changed |= replace_file(Path(path), text.encode(), 0o600)
-    changed |= replace_file(Path(runtime.config_path), rendered.config.encode(), 0o644)
+    target = Path(config_path or runtime.config_path)
+    changed |= replace_file(target, rendered.config.encode(), 0o644)
     return changed
 
 

@@ -42,7 +42,7 @@ from anycastedge.forward.http_stats import AccessLog, HttpStats
 from anycastedge.forward.model import Backend, Listener, ListenerHttp, Route, is_trusted
 from anycastedge.forward.pool import Pool, client_key
 from anycastedge.forward.proxy_protocol import NeedMore, ProxyHeaderError, header_for, parse
-from anycastedge.forward.routing import RouteTable, split_target
+from anycastedge.forward.routing import RouteTable, route_label, split_target
 from anycastedge.forward.tls import TlsError
 from anycastedge.forward.upstream import (
     Flow,
@@ -73,11 +73,6 @@ _NO_BODY_STATUS = frozenset({204, 304})
 _CLOSING = frozenset({400, 408, 413, 431})
 # How a response body goes to the client.
 _NONE, _AS_IS, _CHUNKED, _UNTIL_CLOSE = 0, 1, 2, 3
-
-
-def route_label(route: Route) -> str:
-    """How a route is named in metrics and /status: its hosts and path prefix."""
-    return f"{','.join(route.hosts) or '*'}{route.path_prefix}"
 
 
 class HttpListener(protocol.Factory):

@@ -123,6 +123,12 @@ class AccessLog:
         if len(self.lines) >= 256:
             self.flush()
 
+    def raw(self, line: str) -> None:
+        """Note a line formatted elsewhere (HAProxy's, by the same format)."""
+        self.lines.append(line if line.endswith("\n") else line + "\n")
+        if len(self.lines) >= 256:
+            self.flush()
+
     def flush(self) -> None:
         """Write what is buffered."""
         if self.lines:

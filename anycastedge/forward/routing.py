@@ -222,3 +222,8 @@ def _host_matches(pattern: HostPattern, name: bytes, port: int | None) -> bool:
     if wildcard:
         return name.endswith(want) and len(name) > len(want)
     return name == want
+
+
+def route_label(route: Route) -> str:
+    """How a route is named in metrics and /status: its hosts and path prefix."""
+    return f"{','.join(route.hosts) or '*'}{route.path_prefix}"

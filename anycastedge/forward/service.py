@@ -8,16 +8,16 @@ keeping the state of endpoints that stay, so connections open through them keep 
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from collections.abc import Callable
-from typing import Any, TextIO, cast
+from typing import Any, cast
 
 from twisted.application import service
 from twisted.internet import task
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.logger import Logger
 
+from anycastedge.forward.access_logs import AccessLogs
 from anycastedge.forward.http import HttpListener
 from anycastedge.forward.http_stats import AccessLog
 from anycastedge.forward.model import (
@@ -32,6 +32,7 @@ from anycastedge.forward.tcp import TcpListener
 from anycastedge.forward.tls import ClientTls, ServerTls, TlsError, check_certificates
 from anycastedge.forward.udp import UdpListener
 from anycastedge.forward.upstream import UpstreamPools
+from anycastedge.forward.view import BackendView, pool_view
 from anycastedge.forward.workers import SharedSockets
 from anycastedge.health.check import CheckTarget
 
@@ -80,9 +81,9 @@ class ForwardService(service.Service):
         self._update_checks = update_checks
         self._targets: dict[CheckTarget, list[tuple[str, int]]] = {}
         self.upstreams = UpstreamPools(reactor)  # idle keep-alive connections of HTTP listeners
-        self.access_logs: dict[str, AccessLog] = {}  # by file ("-": standard output)
+        self.access_logs = AccessLogs()
         self.client_tls: dict[str, ClientTls] = {}  # by backend: HTTPS to its endpoints
-        self._flusher = task.LoopingCall(self.flush_logs)
+        self._flusher = task.LoopingCall(self.access_logs.flush)
         self._flusher.clock = reactor
         self.apply(config)
 
@@ -102,7 +103,7 @@ class ForwardService(service.Service):
         self._targets = targets
         self.config = config
         if self.running:
-            self.close_logs()  # reopened by path: after a log rotation, the new file is used
+            self.access_logs.close()  # reopened by path: after a log rotation, the new file is used
             self._relisten()
         self._update_checks(list(targets))
         # A target already checked keeps its state in the monitor; its pools learn it at the
@@ -196,26 +197,7 @@ class ForwardService(service.Service):
     def access_log(self, listener: Listener) -> AccessLog | None:
         """The access log an HTTP listener writes to (shared by listeners naming one file)."""
         path = listener.http.access_log if listener.http is not None else None
-        if path is None:
-            return None
-        current = self.access_logs.get(path)
-        if current is None:
-            stream: TextIO = sys.stdout if path == "-" else open(path, "a", encoding="utf-8")  # noqa: SIM115
-            current = self.access_logs[path] = AccessLog(stream)
-        return current
-
-    def flush_logs(self) -> None:
-        """Write what the access logs hold (once a second, and when stopping)."""
-        for access_log in self.access_logs.values():
-            access_log.flush()
-
-    def close_logs(self) -> None:
-        """Flush and close the access log files; listeners open them anew by path."""
-        self.flush_logs()
-        for access_log in self.access_logs.values():
-            if access_log.stream is not sys.stdout:
-                access_log.stream.close()
-        self.access_logs = {}
+        return None if path is None else self.access_logs.get(path)
 
     def _stop(self, name: str) -> None:
         running = self.active.pop(name)
@@ -242,6 +224,21 @@ class ForwardService(service.Service):
             name for name, pool in self.pools.items() if pool.backend.critical and not pool.any_up()
         ]
 
+    def backend_views(self) -> list[BackendView]:
+        """Every backend's endpoints, health and counters (/status, /metrics)."""
+        return [pool_view(name, pool) for name, pool in self.pools.items()]
+
+    def backend_up(self, name: str) -> bool | None:
+        """Whether backend ``name`` has an endpoint taking new traffic (None: no such backend)."""
+        pool = self.pools.get(name)
+        return None if pool is None else pool.any_up()
+
+    def health_problems(self) -> list[str]:
+        """Why the POP should not be announced for forwarding (the POP-health URL): empty if
+        every critical backend has an endpoint taking traffic."""
+        down = self.critical_down()
+        return [f"critical backends down: {', '.join(down)}"] if down else []
+
     # --- the service
 
     def startService(self) -> None:  # noqa: N802
@@ -257,7 +254,7 @@ class ForwardService(service.Service):
         self.upstreams.close_all()
         if self._flusher.running:
             self._flusher.stop()
-        self.close_logs()
+        self.access_logs.close()
 
 
 def _warn_dates(name: str, tls: ListenerTls) -> None:
