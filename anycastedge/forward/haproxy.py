@@ -24,7 +24,7 @@ from typing import Any
 from twisted.application import service
 from twisted.internet import defer, protocol, task
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
+from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import Logger
 
@@ -54,6 +54,12 @@ def _die_with_serve() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+class _Quiet(protocol.Factory):
+    """A factory that does not log every connection (statistics are read every second)."""
+
+    noisy = False
+
+
 class _Collect(protocol.Protocol):
     """Sends one command to a HAProxy socket and collects the answer until it closes."""
 
@@ -74,9 +80,11 @@ class _Collect(protocol.Protocol):
 
 
 def ask(reactor: Any, path: str, command: str) -> Deferred[bytes]:
-    """What HAProxy answers ``command`` on the UNIX socket at ``path`` (it closes when done)."""
-    collect = _Collect(command.encode() + b"\n")
-    connecting = connectProtocol(UNIXClientEndpoint(reactor, path, timeout=ASK_TIMEOUT), collect)
+    """What HAProxy answers ``command`` on the UNIX socket at ``path``."""
+    # The master CLI keeps a connection open after answering unless told to quit.
+    collect = _Collect(command.encode() + b";quit\n")
+    factory = _Quiet.forProtocol(lambda: collect)
+    connecting = UNIXClientEndpoint(reactor, path, timeout=ASK_TIMEOUT).connect(factory)
 
     def connected(proto: _Collect) -> Deferred[bytes]:
         return proto.done
@@ -116,6 +124,8 @@ class ReloadOutcome:
 
 class _LogReceiver(protocol.DatagramProtocol):
     """HAProxy's access log lines (format raw) for one access_log target."""
+
+    noisy = False
 
     def __init__(self, logs: AccessLogs, target: str) -> None:
         self.logs, self.target = logs, target
