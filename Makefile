@@ -4,10 +4,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-DEBS   := bird2 bind9-dnsutils dnsperf nsd iproute2 procps prometheus openssl systemd zonemaster-cli
+DEBS   := bird2 bind9-dnsutils dnsperf nsd iproute2 procps prometheus openssl systemd zonemaster-cli haproxy
 APT_STAMP := $(VENV)/.debs
 # nginx's stream module is a separate package (a Recommends, which --no-install-recommends skips).
-BENCH_DEBS := haproxy nginx libnginx-mod-stream wrk
+BENCH_DEBS := nginx libnginx-mod-stream wrk
 BENCH_APT_STAMP := $(VENV)/.bench-debs
 
 .PHONY: run test lint unit integration bench fuzz venv debs clean lab
@@ -30,7 +30,7 @@ define apt_install
 	fi
 endef
 
-# Debian packages the tests talk to for real (dig, NSD, dnsperf, BIRD, Zonemaster).
+# Debian packages the tests talk to for real (dig, NSD, dnsperf, BIRD, Zonemaster, HAProxy).
 $(APT_STAMP): Makefile | $(STAMP)
 	$(call apt_install,$(DEBS))
 	touch $@

@@ -69,7 +69,9 @@ def read_forward(r: Reader, taken: dict[tuple[str, HostPort], str], base: Path) 
         r.error("engine", f"must be one of {', '.join(ENGINES)}, not {engine!r}")
         engine = None
     workers = read_workers(r)
-    haproxy = _haproxy(r.child("haproxy"), engine)
+    if "haproxy" in r.data and engine != "haproxy":
+        r.error("haproxy", "applies to engine: haproxy only")
+    haproxy = _haproxy(r.child("haproxy"))
     # Every key of listeners: and backends: is a name, so neither has unknown keys to report.
     backends_r = r.child("backends")
     backends = {
@@ -102,10 +104,8 @@ def read_forward(r: Reader, taken: dict[tuple[str, HostPort], str], base: Path) 
     return config
 
 
-def _haproxy(r: Reader, engine: str | None) -> HaproxyOptions:
+def _haproxy(r: Reader) -> HaproxyOptions:
     d = HaproxyOptions()
-    if r.data and engine != "haproxy":
-        r.problems.append(Problem(f"{r.path}: applies to engine: haproxy only", r.where))
     binary = r.get("binary", str, d.binary)
     options = HaproxyOptions(
         hard_stop_after=r.number("hard_stop_after", d.hard_stop_after, 1, 86400),

@@ -24,7 +24,14 @@ def parse_stat(text: str) -> Stats:
     if not lines or not lines[0].startswith("# "):
         raise ValueError("not HAProxy's show stat output (no '# pxname,...' header)")
     rows = csv.DictReader(io.StringIO("\n".join([lines[0][2:], *lines[1:]])))
-    return {(row["pxname"], row["svname"]): row for row in rows if row.get("svname")}
+    try:
+        return {
+            (row["pxname"], row["svname"]): row
+            for row in rows
+            if isinstance(row.get("pxname"), str) and isinstance(row.get("svname"), str)
+        }
+    except csv.Error as exc:
+        raise ValueError(f"unreadable show stat output: {exc}") from None
 
 
 def _int(row: dict[str, str] | None, key: str) -> int:

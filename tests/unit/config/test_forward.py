@@ -512,3 +512,28 @@ def test_workers_refused(tmp_path: Path) -> None:
     for value in ("0", "65", "many", "true", "2.5", "-1"):
         found = problems(tmp_path, f"forward:\n  workers: {value}\n")
         assert len(found) == 1 and found[0].startswith("5: forward.workers: must be"), found
+
+
+def test_engine_and_haproxy_options(tmp_path: Path) -> None:
+    """engine: builtin unless said; forward.haproxy's keys with their defaults."""
+    builtin = load_pop(load(tmp_path, "forward: {}\n")).forward
+    assert (builtin.engine, builtin.haproxy.hard_stop_after) == ("builtin", 600.0)
+    section = "forward:\n  engine: haproxy\n  haproxy: {hard_stop_after: 30, binary: /opt/h}\n"
+    forward = load_pop(load(tmp_path, section)).forward
+    assert forward.engine == "haproxy"
+    assert (forward.haproxy.hard_stop_after, forward.haproxy.binary) == (30.0, "/opt/h")
+
+
+def test_engine_and_haproxy_options_refused(tmp_path: Path) -> None:
+    assert problems(tmp_path, "forward:\n  engine: nginx\n") == [
+        "5: forward.engine: must be one of builtin, haproxy, not 'nginx'"
+    ]
+    found = problems(tmp_path, "forward:\n  haproxy: {hard_stop_after: 30}\n")
+    assert found == ["5: forward.haproxy: applies to engine: haproxy only"]
+    found = problems(
+        tmp_path, "forward:\n  engine: haproxy\n  haproxy: {hard_stop_after: 0, bin: x}\n"
+    )
+    assert found == [
+        "6: forward.haproxy.hard_stop_after: 0 is outside 1..86400",
+        "6: forward.haproxy.bin: unknown key",
+    ]
