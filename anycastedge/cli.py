@@ -255,7 +255,19 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     print(f"  anycast: {' '.join(config.anycast) or 'none'}; bgp: {session}")
     print(f"  rrl: {_rrl_summary(config.dns.rrl)}")
     forward = config.forward
-    print(f"  forward: {len(forward.listeners)} listener(s), {len(forward.backends)} backend(s)")
+    engine = forward.engine
+    if engine == "haproxy" and (forward.listeners or forward.backends):
+        from anycastedge.forward.haproxy_files import check_forward
+        from anycastedge.forward.haproxy_render import Runtime
+
+        ok, output = check_forward(forward, Runtime.under(str(config.state_dir)))
+        if not ok:
+            print(f"{config.source}: haproxy -c refused the rendered forward: section:\n{output}",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        engine += " (haproxy -c: OK)"
+    print(f"  forward: {len(forward.listeners)} listener(s), {len(forward.backends)} backend(s), "
+          f"engine {engine}")  # fmt: skip
     return 0
 
 
@@ -289,9 +301,7 @@ def cmd_forward_check(args: argparse.Namespace) -> int:
 def cmd_forward_render(args: argparse.Namespace) -> int:
     """Print (or write) the HAProxy configuration pop.yaml's forward: makes; --check: have
     HAProxy check it, with its certificates, in a temporary directory."""
-    import tempfile
-
-    from anycastedge.forward.haproxy_files import check_config, write_rendered
+    from anycastedge.forward.haproxy_files import check_forward
     from anycastedge.forward.haproxy_render import Runtime, render, socket_problem, unsupported
 
     path = _pop_config_path(args)
@@ -309,13 +319,9 @@ def cmd_forward_render(args: argparse.Namespace) -> int:
         raise ConfigError(problems)
     rendered = render(forward, runtime)
     if args.check:
-        with tempfile.TemporaryDirectory(prefix="haproxy-") as directory:
-            trial = Runtime(directory)
-            staged = render(forward, trial)
-            write_rendered(staged, trial)
-            ok, output = check_config(forward.haproxy.binary, trial.config_path)
+        ok, output = check_forward(forward, runtime)
         if not ok:
-            print(output.replace(directory, str(runtime.directory)), file=sys.stderr)
+            print(output, file=sys.stderr)
             return 1
     if args.output:
         Path(args.output).write_text(rendered.config)

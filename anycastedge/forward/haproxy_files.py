@@ -10,7 +10,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from anycastedge.forward.haproxy_render import Rendered, Runtime
+from anycastedge.forward.haproxy_render import Rendered, Runtime, render
+from anycastedge.forward.model import ForwardConfig
 
 CHECK_TIMEOUT = 30.0  # seconds haproxy -c may take (it loads every certificate)
 
@@ -79,3 +80,14 @@ def check_config(binary: str, path: str) -> tuple[bool, str]:
     except OSError as exc:
         return False, f"{binary}: {exc}"
     return done.returncode == 0, (done.stdout + done.stderr).strip()
+
+
+def check_forward(config: ForwardConfig, runtime: Runtime) -> tuple[bool, str]:
+    """Whether HAProxy accepts what ``config`` renders to, certificates included: rendered
+    into a temporary directory and checked there (``runtime``'s files are left alone); what
+    HAProxy said, with ``runtime``'s paths in place of the temporary ones."""
+    with tempfile.TemporaryDirectory(prefix="haproxy-") as directory:
+        trial = Runtime(directory, runtime.user, runtime.group)
+        write_rendered(render(config, trial), trial)
+        ok, output = check_config(config.haproxy.binary, trial.config_path)
+    return ok, output.replace(directory, runtime.directory)

@@ -401,3 +401,31 @@ def test_maintenance_yml_withdraws_runs_the_tasks_and_announces(
             assert run.returncode == 0, run.output
             assert status.returncode == 0, status.stdout
             pod.router.wait_route(PREFIX, 10, med=100)
+
+
+@pytest.mark.parametrize(("engine", "haproxy"), [("builtin", False), ("haproxy", True)])
+def test_haproxy_is_a_package_of_a_pop_whose_engine_is_haproxy(
+    engine: str, haproxy: bool, tmp_path: Path
+) -> None:
+    """The role's package list (what its apt task installs) follows forward.engine."""
+    role = ANSIBLE_DIR / "roles" / "anycastedge"
+    play = tmp_path / "packages.yml"
+    play.write_text(
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+        f"    - ansible.builtin.include_vars: {{file: {role / 'defaults' / 'main.yml'}}}\n"
+        f"    - ansible.builtin.include_vars: {{file: {role / 'vars' / 'main.yml'}}}\n"
+        "    - ansible.builtin.copy:\n"
+        "        content: '{{ anycastedge_all_packages | to_json }}'\n"
+        f"        dest: {tmp_path / 'packages.json'}\n"
+        "        mode: '0644'\n"
+    )
+    extra = {"anycastedge_forward": {"engine": engine}, **local_host()}
+    result = subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(play),
+         "-e", json.dumps(extra)],
+        capture_output=True, text=True, env=ansible_env(tmp_path), cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    packages = json.loads((tmp_path / "packages.json").read_text())
+    assert ("haproxy" in packages) is haproxy
+    assert "python3-venv" in packages
