@@ -60,8 +60,9 @@ from dns_vs_nsd import CLK_TCK, HOST, LOAD_CPU, SERVER_CPU, cpu_seconds  # noqa:
 
 from tests.support.procs import free_port, stop_process  # noqa: E402
 
-PROXIES = ("anycastedge", "haproxy", "nginx")
-LABELS = {"anycastedge": "anycastedge", "haproxy": "HAProxy", "nginx": "nginx"}
+PROXIES = ("anycastedge", "ae+haproxy", "haproxy", "nginx")
+LABELS = {"anycastedge": "anycastedge", "ae+haproxy": "ae+HAProxy", "haproxy": "HAProxy",
+          "nginx": "nginx"}  # fmt: skip
 GB, GIB, MIB = 10**9, 1 << 30, 1 << 20
 HEADER = struct.Struct("!Q")  # a bulk request: the number of bytes the endpoint is to send
 DATA_FILE_SIZE = 16 * MIB  # the sender's file, sent over and over (page cache, sendfile)
@@ -573,10 +574,14 @@ def free_ports(udp: bool) -> Ports:
 
 
 @contextlib.contextmanager
-def anycastedge_proxy(work: Path, ep: Endpoints, timeout: float) -> Iterator[tuple[int, Ports]]:
+def anycastedge_proxy(
+    work: Path, ep: Endpoints, timeout: float, engine: str = "builtin"
+) -> Iterator[tuple[int, Ports]]:
     """`anycastedge serve -c pop.yaml` with the forward listeners of docs (and its DNS server on a
-    free port, serving one tiny zone)."""
-    base = work / "anycastedge"
+    free port, serving one tiny zone); ``engine: haproxy``: serve renders them for HAProxy and
+    runs it (no UDP listener, which that engine refuses; the CPU time counted is serve's tree)."""
+    haproxy = engine == "haproxy"
+    base = work / ("ae-haproxy" if haproxy else "anycastedge")
     (base / "zones").mkdir(parents=True)
     (base / "state").mkdir()
     zone = {
@@ -584,7 +589,7 @@ def anycastedge_proxy(work: Path, ep: Endpoints, timeout: float) -> Iterator[tup
         "ns1": {"type": "A", "value": "127.0.0.1"},
     }
     (base / "zones" / "bench.test.yaml").write_text(yaml.safe_dump(zone, sort_keys=False))
-    ports = free_ports(udp=True)
+    ports = free_ports(udp=not haproxy)
 
     def backend(port: int, check_port: int | None = None) -> dict[str, Any]:
         check: dict[str, Any] = {"kind": "tcp"}
@@ -608,15 +613,17 @@ def anycastedge_proxy(work: Path, ep: Endpoints, timeout: float) -> Iterator[tup
             "listeners": {
                 "bulk": {"bind": f"{HOST}:{ports.bulk}", "protocol": "tcp", "backend": "bulk"},
                 "echo": {"bind": f"{HOST}:{ports.echo}", "protocol": "tcp", "backend": "echo"},
-                "uecho": {"bind": f"{HOST}:{ports.udp}", "protocol": "udp", "backend": "uecho"},
             },
-            "backends": {
-                "bulk": backend(ep.bulk),
-                "echo": backend(ep.echo),
-                "uecho": backend(ep.udp, ep.udp_check),
-            },
+            "backends": {"bulk": backend(ep.bulk), "echo": backend(ep.echo)},
         },
     }
+    if haproxy:
+        pop["forward"]["engine"] = "haproxy"
+    else:
+        pop["forward"]["listeners"]["uecho"] = {
+            "bind": f"{HOST}:{ports.udp}", "protocol": "udp", "backend": "uecho"
+        }
+        pop["forward"]["backends"]["uecho"] = backend(ep.udp, ep.udp_check)
     config = base / "pop.yaml"
     config.write_text(yaml.safe_dump(pop, sort_keys=False))
     cmd = [sys.executable, "-m", "anycastedge", "serve", "-c", str(config)]
@@ -691,7 +698,12 @@ def nginx_proxy(work: Path, ep: Endpoints, timeout: float) -> Iterator[tuple[int
         yield pid, ports
 
 
-STARTERS = {"anycastedge": anycastedge_proxy, "haproxy": haproxy_proxy, "nginx": nginx_proxy}
+STARTERS = {
+    "anycastedge": anycastedge_proxy,
+    "ae+haproxy": functools.partial(anycastedge_proxy, engine="haproxy"),
+    "haproxy": haproxy_proxy,
+    "nginx": nginx_proxy,
+}
 
 
 # --- measuring ----------------------------------------------------------------------------------
@@ -949,8 +961,9 @@ def ratio_line(ours: ProxyResults, base: ProxyResults, streams: int) -> str:
 
 
 def missing_tools(selected: Sequence[str]) -> list[str]:
-    missing = [t for t in ("taskset", *[p for p in selected if p != "anycastedge"])
-               if shutil.which(t) is None]  # fmt: skip
+    tools = {"ae+haproxy": "haproxy", "anycastedge": None}
+    wanted = ["taskset", *{tools.get(p, p) for p in selected} - {None}]
+    missing = [t for t in sorted(wanted) if t and shutil.which(t) is None]
     if "nginx" in selected and shutil.which("nginx"):
         built = subprocess.run(["nginx", "-V"], capture_output=True, text=True, timeout=30).stderr
         if "--with-stream=dynamic" in built and not STREAM_MODULE.exists():

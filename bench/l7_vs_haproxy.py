@@ -62,8 +62,9 @@ from l4_vs_haproxy import (  # noqa: E402
 
 from tests.support.procs import free_port  # noqa: E402
 
-TARGETS = ("anycastedge", "haproxy", "nginx", "direct")
-LABELS = {"anycastedge": "anycastedge", "haproxy": "HAProxy", "nginx": "nginx", "direct": "direct"}
+TARGETS = ("anycastedge", "ae+haproxy", "haproxy", "nginx", "direct")
+LABELS = {"anycastedge": "anycastedge", "ae+haproxy": "ae+HAProxy", "haproxy": "HAProxy",
+          "nginx": "nginx", "direct": "direct"}  # fmt: skip
 MIB = 1 << 20
 SMALL_PATH, SMALL_BODY = "/hello.txt", b"hello, world\n"
 BIG_PATH, BIG_SIZE = "/1m.bin", MIB
@@ -235,9 +236,12 @@ class NotAvailable(Exception):
     """The target cannot run here (anycastedge's configuration refuses a key): not a failure."""
 
 
-def anycastedge_pop(base: Path, port: int, be: Backend, workers: int) -> Path:
+def anycastedge_pop(
+    base: Path, port: int, be: Backend, workers: int, engine: str = "builtin"
+) -> Path:
     """pop.yaml: one http listener routing everything to one backend (and DNS on a free port,
-    serving one tiny zone, the control endpoint on another)."""
+    serving one tiny zone, the control endpoint on another); ``engine: haproxy``: serve renders
+    it for HAProxy and runs that (workers are its threads)."""
     (base / "zones").mkdir(parents=True)
     (base / "state").mkdir()
     zone = {
@@ -246,6 +250,8 @@ def anycastedge_pop(base: Path, port: int, be: Backend, workers: int) -> Path:
     }
     (base / "zones" / "bench.test.yaml").write_text(yaml.safe_dump(zone, sort_keys=False))
     forward: dict[str, Any] = {}
+    if engine != "builtin":
+        forward["engine"] = engine
     if workers > 1:
         forward["workers"] = workers
     forward["listeners"] = {
@@ -293,9 +299,13 @@ def config_refusal(config: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def anycastedge_proxy(base: Path, be: Backend, workers: int, timeout: float) -> Iterator[Started]:
+def anycastedge_proxy(
+    base: Path, be: Backend, workers: int, timeout: float, engine: str = "builtin"
+) -> Iterator[Started]:
+    """`anycastedge serve` (with engine: haproxy, serve and the HAProxy it runs: the CPU time
+    counted is every process of serve's tree)."""
     port = free_port()
-    config = anycastedge_pop(base, port, be, workers)
+    config = anycastedge_pop(base, port, be, workers, engine)
     refused = config_refusal(config)
     about_workers = [e for e in refused if "workers" in e]
     if workers > 1 and about_workers:
@@ -370,6 +380,7 @@ def direct(base: Path, be: Backend, workers: int, timeout: float) -> Iterator[St
 
 STARTERS = {
     "anycastedge": anycastedge_proxy,
+    "ae+haproxy": functools.partial(anycastedge_proxy, engine="haproxy"),
     "haproxy": haproxy_proxy,
     "nginx": nginx_proxy,
     "direct": direct,
@@ -565,7 +576,8 @@ def print_table(results: Sequence[TargetResults], args: argparse.Namespace) -> N
 
 
 def missing_tools(selected: Sequence[str]) -> list[str]:
-    needed = ["taskset", "wrk", "nginx", *(t for t in ("haproxy",) if t in selected)]
+    haproxy = {"haproxy", "ae+haproxy"} & set(selected)
+    needed = ["taskset", "wrk", "nginx", *(["haproxy"] if haproxy else [])]
     return [t for t in needed if shutil.which(t) is None]
 
 
@@ -606,7 +618,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "the backend's CPU time / wall time (100 % per CPU they have: CPU-bound); xHAProxy: "
         "req/s ratio to HAProxy's (same workers); CPU x: us/req ratio (lower is cheaper). The "
         "proxy shares CPU 0 with the backend (and, with 2 workers on 2 CPUs, CPU 1 with wrk): "
-        "us/req is the figure to compare. direct: no proxy (us/req is the backend's). Other "
+        "us/req is the figure to compare. ae+HAProxy: pop.yaml's forward: with engine: haproxy, "
+        "rendered and run by serve (HAProxy a hand-written config). direct: no proxy (us/req is "
+        "the backend's). Other "
         "work on the machine shows as 'others' in the notes: figures on a busy machine are noisy."
     )
     return 0
