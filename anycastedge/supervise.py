@@ -212,6 +212,16 @@ class Supervisor(service.Service):
             worker.restarts += 1
             self.spawn(worker)
 
+    def revive(self) -> None:
+        """Start the workers that are not running now, those given up on too (something they
+        depend on may have been fixed), with their restart budgets renewed."""
+        for worker in self.workers:
+            if worker.alive():
+                continue
+            worker.given_up = False
+            worker.recent.clear()
+            self.spawn(worker)
+
     def signal(self, signum: int) -> None:
         """Send ``signum`` to each worker running."""
         for worker in self.workers:

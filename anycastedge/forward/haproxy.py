@@ -30,7 +30,12 @@ from twisted.logger import Logger
 
 from anycastedge.errors import ConfigError, Problem
 from anycastedge.forward.access_logs import AccessLogs
-from anycastedge.forward.haproxy_files import check_config, write_rendered
+from anycastedge.forward.haproxy_files import (
+    check_config,
+    replace_file,
+    write_rendered,
+    write_support,
+)
 from anycastedge.forward.haproxy_render import Rendered, Runtime, render
 from anycastedge.forward.haproxy_stats import Stats, backend_views, listener_entries, parse_stat
 from anycastedge.forward.model import ForwardConfig
@@ -220,11 +225,13 @@ class HaproxyEngine(service.MultiService):
 
     async def _reload(self, config: ForwardConfig) -> None:
         rendered = render(config, self.runtime)
-        if rendered == self._rendered:
+        # Certificates are read anew: a renewed one changes a bundle, not the configuration.
+        renewed = write_support(rendered, self.runtime)
+        if rendered == self._rendered and not renewed:
             self.config = config  # nothing HAProxy runs differs
             return
         candidate = self.runtime.config_path + ".next"
-        write_rendered(rendered, self.runtime, config_path=candidate)
+        replace_file(Path(candidate), rendered.config.encode(), 0o644)
         out, err, code = await getProcessOutputAndValue(
             config.haproxy.binary, ["-c", "-q", "-f", candidate], env=os.environ,
             reactor=self.reactor,
@@ -238,7 +245,9 @@ class HaproxyEngine(service.MultiService):
         self._rendered, self.config = rendered, config
         self._sync_log_sockets()
         if not self.alive():
-            self._reloaded(True, "written; HAProxy is not running (it starts with this one)")
+            # Perhaps it kept exiting on the previous configuration: try this one.
+            self.supervisor.revive()
+            self._reloaded(True, "written; HAProxy was not running: started with this one")
             return
         before = await self._workers()
         try:

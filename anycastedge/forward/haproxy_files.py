@@ -17,9 +17,16 @@ CHECK_TIMEOUT = 30.0  # seconds haproxy -c may take (it loads every certificate)
 
 
 def write_rendered(rendered: Rendered, runtime: Runtime, config_path: str | None = None) -> bool:
-    """Write the bundles (0600, in a 0700 directory), crt-lists and the config (at
-    ``config_path``, default the runtime's), each atomically (temp file and rename in its
-    directory); whether any file's content changed."""
+    """Write what the configuration reads (``write_support``) and the configuration itself (at
+    ``config_path``, default the runtime's), each atomically; whether any content changed."""
+    changed = write_support(rendered, runtime)
+    target = Path(config_path or runtime.config_path)
+    return replace_file(target, rendered.config.encode(), 0o644) or changed
+
+
+def write_support(rendered: Rendered, runtime: Runtime) -> bool:
+    """Write the certificate bundles (chain and key, 0600, in a 0700 directory) and crt-lists,
+    each atomically (temp file and rename in its directory); whether any content changed."""
     changed = False
     directory = Path(runtime.directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -34,8 +41,6 @@ def write_rendered(rendered: Rendered, runtime: Runtime, config_path: str | None
         changed |= replace_file(Path(bundle), content, 0o600)
     for path, text in rendered.crt_lists:
         changed |= replace_file(Path(path), text.encode(), 0o600)
-    target = Path(config_path or runtime.config_path)
-    changed |= replace_file(target, rendered.config.encode(), 0o644)
     return changed
 
 

@@ -61,6 +61,36 @@ def test_a_worker_that_keeps_exiting_is_restarted_then_left_down() -> None:
     sup.stopService()
 
 
+def test_revive_starts_a_worker_given_up_on_with_a_new_budget() -> None:
+    sup, reactor = supervisor(EXITS)
+    sup.startService()
+    (w,) = sup.workers
+    w.given_up = True
+    w.recent.extend([0.0] * workers.RESTARTS)
+    assert w.process is not None
+    w.process.wait(timeout=30)
+    first = w.process
+    sup.revive()
+    assert w.process is not first and not w.given_up and not w.recent
+    sup.stopService()
+
+
+def test_a_supervisor_at_once_starts_with_its_service_not_with_the_reactor() -> None:
+    """HAProxy is started before serve drops root: with the service, not when the reactor runs."""
+    reactor = Clock()  # whose callWhenRunning would never be called
+    started: list[int] = []
+
+    def launch(index: int) -> supervise.Launch:
+        started.append(index)
+        return supervise.Launch(EXITS, ())
+
+    sup = supervise.Supervisor(2, launch, reactor, 1, at_once=True)
+    sup.startService()
+    assert started == [1] and sup.workers[0].process is not None
+    sup.workers[0].process.wait(timeout=30)
+    sup.stopService()
+
+
 def test_restarts_are_counted_per_window() -> None:
     sup, reactor = supervisor(EXITS)
     sup.startService()
