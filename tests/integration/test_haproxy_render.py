@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from anycastedge.config.pop import load_pop
 from anycastedge.errors import ConfigError
@@ -100,6 +101,22 @@ def test_lab_pop(tmp_path: Path) -> None:
     pop.write_text(haproxy_pop((ROOT / "bgp" / "lab" / "pop1.yaml").read_text()))
     text = checked(pop, tmp_path)
     assert "server e1 198.18.11.2:8082 weight 1" in text
+
+
+@pytest.mark.parametrize(
+    "group_vars",
+    sorted((ROOT / "ansible" / "inventories" / "example" / "group_vars").glob("pop_*.yml")),
+    ids=lambda p: p.stem,
+)
+def test_ansible_example_inventory(group_vars: Path, tmp_path: Path) -> None:
+    """Each example POP's anycastedge_forward (what the role writes as pop.yaml's forward:)."""
+    forward = yaml.safe_load(group_vars.read_text())["anycastedge_forward"]
+    pop = tmp_path / "pop.yaml"
+    pop.write_text(HEAD + yaml.safe_dump({"forward": {"engine": "haproxy", **forward}}))
+    text = checked(pop, tmp_path)
+    assert text.count("\n    server e") == sum(
+        len(b["endpoints"]) for b in forward["backends"].values()
+    )
 
 
 EVERYTHING = """\
