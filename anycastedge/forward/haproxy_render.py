@@ -440,22 +440,46 @@ def _http_frontend(listener: Listener, http: ListenerHttp, log_socket: str | Non
         # the backend from txn.uri), as our routing does.
         lines.append("http-request set-var(txn.uri) url")
         lines += [f"http-request normalize-uri {n}" for n in NORMALISE]
+    routes = reachable(http.routes)
+    if len(routes) == 1 and _catch_all(routes[0]):
+        # Every request takes the first route: no route to choose, no 404 (the common case).
+        limit = _limit(routes[0], http)
+        if limit is not None:
+            lines += body_limit_rules("", limit)
+        return [*lines, f"default_backend {routes[0].backend}"]
     default_port = 443 if http.tls is not None else 80
-    for i, route in enumerate(http.routes):
+    for i, route in enumerate(routes):
         lines += route_rules(i, route, default_port)
     lines.append(
         'http-request return status 404 content-type text/plain string "404 Not Found\\n" '
         "if !{ var(txn.route) -m found }"
     )
-    for i, route in enumerate(http.routes):
-        limit = route.max_body if route.max_body is not None else http.max_body
+    for i, route in enumerate(routes):
+        limit = _limit(route, http)
         if limit is not None:
-            lines += body_limit_rules(i, limit)
+            lines += body_limit_rules(f"{{ var(txn.route) -m int {i} }} ", limit)
     lines += [
         f"use_backend {route.backend} if {{ var(txn.route) -m int {i} }}"
-        for i, route in enumerate(http.routes)
+        for i, route in enumerate(routes)
     ]
     return lines
+
+
+def _catch_all(route: Route) -> bool:
+    """Whether ``route`` takes every request (no hosts, the whole path space)."""
+    return not route.hosts and route.path_prefix == "/"
+
+
+def reachable(routes: tuple[Route, ...]) -> tuple[Route, ...]:
+    """The routes a request can take: those up to the first that takes every request."""
+    for i, route in enumerate(routes):
+        if _catch_all(route):
+            return routes[: i + 1]
+    return routes
+
+
+def _limit(route: Route, http: ListenerHttp) -> int | None:
+    return route.max_body if route.max_body is not None else http.max_body
 
 
 def identity_rules(http: ListenerHttp, proto: str) -> Lines:
@@ -469,10 +493,13 @@ def identity_rules(http: ListenerHttp, proto: str) -> Lines:
             f"http-request del-header {header}"
             + (f" {untrusted}" if http.trusted_upstreams else "")
         )
+    # A trusted peer's own X-Real-IP and X-Forwarded-Proto stay; anyone else's were deleted.
+    kept = bool(http.trusted_upstreams)
     lines += [
-        "http-request set-header X-Real-IP %[src] if !{ req.hdr(x-real-ip) -m found }",
-        f"http-request set-header X-Forwarded-Proto {proto} "
-        "if !{ req.hdr(x-forwarded-proto) -m found }",
+        "http-request set-header X-Real-IP %[src]"
+        + (" if !{ req.hdr(x-real-ip) -m found }" if kept else ""),
+        f"http-request set-header X-Forwarded-Proto {proto}"
+        + (" if !{ req.hdr(x-forwarded-proto) -m found }" if kept else ""),
         # RFC 7239: an IPv6 node in brackets and quotes; a host that is not a token (one with
         # a port) quoted; no host= without a Host.
         'http-request set-var-fmt(txn.fwd_for) "%[src]" if { src 0.0.0.0/0 }',
@@ -522,14 +549,15 @@ def route_rules(i: int, route: Route, default_port: int) -> Lines:
     return [f"http-request set-var(txn.route) int({i}) if {' '.join(conditions)}"]
 
 
-def body_limit_rules(i: int, limit: int) -> Lines:
-    """413 over ``limit`` by Content-Length; a chunked body HAProxy cannot count: 411."""
-    route = f"{{ var(txn.route) -m int {i} }}"
+def body_limit_rules(route: str, limit: int) -> Lines:
+    """413 over ``limit`` by Content-Length; a chunked body HAProxy cannot count: 411 (``route``:
+    the condition, with a trailing space, that the request took the route; "" for every
+    request)."""
     return [
-        f"http-request deny deny_status 413 if {route} "
+        f"http-request deny deny_status 413 if {route}"
         f"{{ req.hdr_val(content-length) gt {limit} }}",
         'http-request return status 411 content-type text/plain string "411 Length Required\\n" '
-        f"if {route} {{ req.hdr(transfer-encoding) -m found }}",
+        f"if {route}{{ req.hdr(transfer-encoding) -m found }}",
     ]
 
 

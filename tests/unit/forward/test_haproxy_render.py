@@ -336,6 +336,21 @@ def test_tls13_has_no_ciphers() -> None:
     assert crt_list_text(tls, ["/x.pem"]) == "/x.pem [ssl-min-ver TLSv1.3 alpn http/1.1]\n"
 
 
+def test_a_catch_all_first_route_is_the_default_backend() -> None:
+    """Every request takes it: no route variable, no 404; later routes are unreachable."""
+    body = frontend(http(Backend("b", (E1,)), Route("b", max_body=5), Route("b", ("x.example",))))
+    assert body[-1] == "default_backend b"
+    assert not any("txn.route" in line or "404" in line for line in body)
+    assert "http-request deny deny_status 413 if { req.hdr_val(content-length) gt 5 }" in body
+
+
+def test_routes_after_a_catch_all_are_not_rendered() -> None:
+    routes = (Route("b", path_prefix="/a/"), Route("b"), Route("b", ("x.example",)))
+    body = frontend(http(Backend("b", (E1,)), *routes))
+    assert body[-2:] == ["use_backend b if { var(txn.route) -m int 0 }",
+                         "use_backend b if { var(txn.route) -m int 1 }"]  # fmt: skip
+
+
 def test_routes_first_match_and_404() -> None:
     routes = (Route("b", ("api.example.com:8080",), "/api/", max_body=10), Route("b"))
     body = frontend(http(Backend("b", (E1,)), *routes, max_body=1000))
@@ -396,10 +411,9 @@ def test_identity_untrusted_and_trusted() -> None:
     body = frontend(http(Backend("b", (E1,))))
     assert "http-request del-header X-Forwarded-For" in body
     assert "http-request del-header X-Real-IP" in body
-    assert (
-        "http-request set-header X-Forwarded-Proto http if !{ req.hdr(x-forwarded-proto) -m found }"
-        in body
-    )
+    # Without trusted upstreams every such header was deleted: set, whatever came.
+    assert "http-request set-header X-Forwarded-Proto http" in body
+    assert "http-request set-header X-Real-IP %[src]" in body
     assert ('http-request add-header Forwarded "for=%[var(txn.fwd_for)]%[var(txn.fwd_host)];'
             'proto=http"') in body  # fmt: skip
     nets = (ipaddress.ip_network("10.1.0.0/16"),)
