@@ -292,7 +292,10 @@ def cmd_forward_check(args: argparse.Namespace) -> int:
         flags = " critical" if backend.critical else ""
         print(f"backend {backend.name}: {backend.balance}, {check.protocol.lower()} check every "
               f"{check.interval:g}s{flags}: {endpoints}")  # fmt: skip
-    if forward.workers > 1:
+    if forward.engine == "haproxy":
+        print(f"engine: haproxy ({forward.workers} thread(s); `anycastedge forward render` shows "
+              "its configuration)")  # fmt: skip
+    elif forward.workers > 1:
         print(f"workers: {forward.workers} processes on the tcp, http and https listeners")
     print(f"{len(forward.listeners)} listener(s), {len(forward.backends)} backend(s) OK")
     return 0
