@@ -1,0 +1,149 @@
+"""``forward.engine: haproxy`` run by serve: reloads under load, refused configs, restarts,
+dying with serve, the one view of health (/status, /metrics, /forward/health) and access logs.
+
+Every endpoint and client is on loopback and run by the test; the only processes signalled are
+serve (started here) and the HAProxy master /status names, checked in /proc to be serve's child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.support.haproxy import (
+    HOST,
+    POLL,
+    Echo,
+    Engine,
+    Proc,
+    children,
+    echo_once,
+    endpoint_of,
+    engine_pop,
+    get,
+    kill_master,
+    listener_ports,
+    needs_haproxy,
+    recv_exactly,
+    wrapper,
+)
+from tests.support.http_backend import EndpointServer, endpoints
+from tests.support.server import metric_value, wait_for
+
+pytestmark = needs_haproxy
+
+
+def forward_yaml(
+    ports: dict[str, int],
+    app: list[tuple[EndpointServer, int]],
+    echo: Echo | None = None,
+    balance: str = "round_robin",
+    extra: str = "",
+    app_extra: str = "",
+    web: str = "routes: [{backend: app}]",
+) -> str:
+    """forward: (engine haproxy) with an HTTP listener ``web`` to backend ``app`` (endpoints
+    with weights) and, given ``echo``, a TCP listener ``tcp`` to it."""
+    addresses = ", ".join(f'{{address: "{HOST}:{s.port}", weight: {w}}}' for s, w in app)
+    lines = [
+        "forward:",
+        "  engine: haproxy",
+        *[f"  {line}" for line in extra.splitlines() if line],
+        "  listeners:",
+        f'    web: {{bind: "{HOST}:{ports["web"]}", protocol: http, {web}}}',
+    ]
+    if echo is not None:
+        lines.append(f'    tcp: {{bind: "{HOST}:{ports["tcp"]}", protocol: tcp, backend: echo}}')
+    lines += [
+        "  backends:",
+        "    app:",
+        f"      balance: {balance}",
+        "      healthcheck: {kind: tcp, interval: 0.2, timeout: 0.2, fall: 2}",
+        f"      endpoints: [{addresses}]",
+        *[f"      {line}" for line in app_extra.splitlines() if line],
+    ]
+    if echo is not None:
+        lines += [
+            "    echo:",
+            "      healthcheck: {kind: tcp, interval: 0.2}",
+            f'      endpoints: [{{address: "{HOST}:{echo.port}"}}]',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# --- 6. the access log ------------------------------------------------------------------------
+
+# docs/forwarding.md, "Access log" and "Engines: ... What still differs": time, client, host,
+# "METHOD target", status, bytes in, bytes out, backend, endpoint, upstream ms, total ms, and
+# HAProxy's termination state in place of the reason.
+LINE = re.compile(
+    r'(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) (?P<client>\S+) (?P<host>\S+) '
+    r'"(?P<method>\S+) (?P<target>\S+)" (?P<status>\d+) (?P<bytes_in>\d+) (?P<bytes_out>\d+) '
+    r"(?P<backend>\S+) (?P<endpoint>\S+) (?P<upstream>-?\d+) (?P<total>-?\d+) (?P<state>\S{4})"
+)
+
+
+def test_access_log_one_line_per_request_in_the_documented_shape(tmp_path: Path) -> None:
+    """Every request through an HTTP listener with access_log: FILE is one line of FILE, in
+    order, with the documented fields: routed ones name the backend and endpoint, a local 404
+    (no route) names the listener and no endpoint."""
+    log = tmp_path / "web.log"
+    ports = listener_ports("web")
+    with endpoints("a") as (a,):
+        routes = f'routes: [{{backend: app, hosts: ["app.test"]}}], access_log: "{log}"'
+        with engine_pop(tmp_path, forward_yaml(ports, [(a, 1)], web=routes)) as pop:
+            pop.usable("app")
+            sent = []
+            for i in range(5):
+                conn = http.client.HTTPConnection(HOST, ports["web"], timeout=POLL)
+                with contextlib.closing(conn):
+                    conn.request("GET", f"/echo/{i}?q={i}", headers={"Host": "app.test"})
+                    response = conn.getresponse()
+                    assert response.status == 200
+                    assert endpoint_of(response.read()) == "a"
+                sent.append((f"/echo/{i}?q={i}", "app.test", 200))
+            conn = http.client.HTTPConnection(HOST, ports["web"], timeout=POLL)
+            with contextlib.closing(conn):
+                conn.request("GET", "/nowhere", headers={"Host": "other.test"})
+                assert conn.getresponse().status == 404
+            sent.append(("/nowhere", "other.test", 404))
+
+            def lines() -> list[str] | None:
+                text = log.read_text() if log.exists() else ""
+                found = text.splitlines()
+                return found if len(found) >= len(sent) else None
+
+            written = wait_for(lines, POLL, f"{len(sent)} lines in {log}")
+            assert len(written) == len(sent), written  # one line per request, not more
+            for line, (target, host, status) in zip(written, sent, strict=True):
+                match = LINE.fullmatch(line)
+                assert match is not None, line
+                assert match["client"] == "127.0.0.1"
+                assert (match["host"], match["method"], match["target"]) == (host, "GET", target)
+                assert int(match["status"]) == status
+                assert int(match["bytes_out"]) > 0
+                if status == 200:
+                    assert (match["backend"], match["endpoint"]) == ("app", f"{HOST}:{a.port}")
+                    assert int(match["upstream"]) >= 0 and int(match["total"]) >= 0
+                    assert match["state"] == "----"  # a normal end
+                else:
+                    assert match["backend"] == "web"  # a local answer: the frontend's name
+                    assert match["upstream"] == "-1"  # no endpoint answered
+            # A later request is logged after them: nothing was written twice.
+            assert get(ports["web"], "/late")[0] == 404
+            final = wait_for(lambda: len(log.read_text().splitlines()) > len(sent) or None,
+                             POLL, "the later line")  # fmt: skip
+            assert final and len(log.read_text().splitlines()) == len(sent) + 1
