@@ -156,6 +156,9 @@ class HaproxyEngine(service.MultiService):
         self.clock = clock
         self.stats: Stats | None = None
         self.stats_at = float("-inf")
+        # The master whose workers answered them: a restarted HAProxy has none yet (it may not
+        # even listen), whatever the one before it said a moment ago.
+        self.stats_pid: int | None = None
         self.last_reload: ReloadOutcome | None = None
         self.reloads = {"success": 0, "failure": 0}
         self.access_logs = AccessLogs()
@@ -300,19 +303,25 @@ class HaproxyEngine(service.MultiService):
     def poll(self) -> Deferred[None]:
         """Read HAProxy's statistics (once a second)."""
 
-        def got(answer: bytes) -> None:
-            try:
-                self.stats = parse_stat(answer.decode(errors="replace"))
-            except ValueError:
-                return
-            self.stats_at = self.clock()
-
+        pid = self.supervisor.workers[0].pid  # asked now: the answer is this master's
         d = ask(self.reactor, self.runtime.stats_socket, "show stat")
-        return d.addCallbacks(got, lambda failure: None)
+        return d.addCallbacks(self.took_stats, lambda failure: None, callbackArgs=(pid,))
+
+    def took_stats(self, answer: bytes, pid: int | None) -> None:
+        """``show stat``'s answer, asked while ``pid`` was HAProxy's master."""
+        try:
+            self.stats = parse_stat(answer.decode(errors="replace"))
+        except ValueError:
+            return
+        self.stats_at, self.stats_pid = self.clock(), pid
 
     def fresh_stats(self) -> Stats | None:
-        """The statistics if HAProxy runs and answered lately, else None."""
-        if not self.alive() or self.clock() - self.stats_at > STATS_STALE:
+        """The statistics if HAProxy runs and answered lately (the HAProxy running now, not
+        one before a restart), else None."""
+        worker = self.supervisor.workers[0]
+        if not worker.alive() or self.stats_pid != worker.pid:
+            return None
+        if self.clock() - self.stats_at > STATS_STALE:
             return None
         return self.stats
 

@@ -147,3 +147,82 @@ def test_access_log_one_line_per_request_in_the_documented_shape(tmp_path: Path)
             final = wait_for(lambda: len(log.read_text().splitlines()) > len(sent) or None,
                              POLL, "the later line")  # fmt: skip
             assert final and len(log.read_text().splitlines()) == len(sent) + 1
+
+
+# --- 3. restarts, bounded, failing closed -----------------------------------------------------
+
+
+def test_killed_haproxy_is_restarted_then_given_up_and_health_fails_closed(tmp_path: Path) -> None:
+    """SIGKILL to HAProxy's master: serve starts it again (a new PID, restarts 1) and traffic
+    flows. Once it cannot start any more (a wrapper that runs the real binary for the first two
+    starts only), serve gives up after its bounded restarts and every view fails closed:
+    /forward/health 503 "haproxy is not running", haproxy_up 0, no endpoint usable."""
+    starts = tmp_path / "starts"
+    # Counts the starts (not the -c checks) and runs HAProxy for the first two only.
+    binary = wrapper(tmp_path / "haproxy-twice", f"""
+case " $* " in *" -c "*) exec "$HAPROXY" "$@";; esac
+echo start >> {starts}
+[ "$(wc -l < {starts})" -le 2 ] || exit 1
+exec "$HAPROXY" "$@"
+""")
+    ports = listener_ports("web")
+    with endpoints("a") as (a,):
+        forward = forward_yaml(ports, [(a, 1)], extra=f'haproxy: {{binary: "{binary}"}}')
+        with engine_pop(tmp_path, forward) as pop:
+            pop.usable("app")
+            assert get(ports["web"], "/echo")[0] == 200
+            first = pop.engine()
+            assert (first["running"], first["restarts"], first["given_up"]) == (True, 0, False)
+
+            killed = kill_master(pop)
+
+            def restarted() -> dict[str, object] | None:
+                engine = pop.engine()
+                new = engine["pid"] != killed and engine["running"]
+                return engine if new and engine["restarts"] == 1 else None
+
+            again = wait_for(restarted, POLL, "HAProxy started again")
+            assert again["given_up"] is False
+            pop.usable("app")
+            assert endpoint_of(get(ports["web"], "/echo")[1]) == "a"
+            assert pop.server.http_get("/forward/health")[0] == 200
+
+            kill_master(pop)
+            # Down for good: every start after the second exits at once.
+            gone = wait_for(lambda: (e := pop.engine())["given_up"] and e, POLL, "given up")
+            assert gone["running"] is False
+            assert gone["restarts"] >= 2
+            code, body = pop.server.http_get("/forward/health")
+            assert code == 503
+            assert "haproxy is not running" in body
+            assert pop.server.http_get("/forward/backends/app/health")[0] == 503
+            metrics = pop.server.metrics()
+            assert metric_value(metrics, "anycastedge_forward_haproxy_up") == 0
+            assert metric_value(metrics, "anycastedge_forward_haproxy_restarts_total") >= 2
+            usable = re.findall(r"(?m)^anycastedge_forward_endpoint_usable\{.*\} (\S+)$", metrics)
+            assert usable and all(float(v) == 0 for v in usable), usable
+            assert all(not e["usable"] for e in pop.backend("app")["endpoints"])
+            with pytest.raises(OSError):
+                get(ports["web"], "/echo", timeout=2.0)  # nothing listens any more
+
+
+# --- 4. HAProxy dies with serve ---------------------------------------------------------------
+
+
+def test_haproxy_ends_when_serve_is_killed(tmp_path: Path) -> None:
+    """serve SIGKILLed (no chance to stop anything): HAProxy's master and workers end on their
+    own (PR_SET_PDEATHSIG on the master; the workers follow their master), freeing the port."""
+    ports = listener_ports("web")
+    with endpoints("a") as (a,), engine_pop(tmp_path, forward_yaml(ports, [(a, 1)])) as pop:
+        pop.usable("app")
+        master = pop.haproxy_master()
+        workers = children(master)
+        assert workers, "HAProxy's master has no worker"
+        processes = [Proc.of(pid) for pid in (master, *workers)]
+        assert all(p.running() for p in processes)
+        pop.server.process.send_signal(signal.SIGKILL)
+        pop.server.process.wait(timeout=POLL)
+        wait_for(lambda: not any(p.running() for p in processes), POLL,
+                 f"HAProxy {[p.pid for p in processes]} to end")  # fmt: skip
+        with pytest.raises(OSError):
+            get(ports["web"], "/echo", timeout=2.0)
