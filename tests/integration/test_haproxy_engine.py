@@ -226,3 +226,193 @@ def test_haproxy_ends_when_serve_is_killed(tmp_path: Path) -> None:
                  f"HAProxy {[p.pid for p in processes]} to end")  # fmt: skip
         with pytest.raises(OSError):
             get(ports["web"], "/echo", timeout=2.0)
+
+
+# --- 1. reloads under steady load -------------------------------------------------------------
+
+MAX_REQUESTS = 3000  # per client: the load is bounded in count ...
+LOAD_SECONDS = 40.0  # ... and in time
+
+
+def dropped(sock: socket.socket | None) -> bool:
+    """Whether an idle keep-alive connection was closed by the server (or sent something
+    unasked): readable while idle. urllib3 checks a pooled connection so before reusing it."""
+    if sock is None:
+        return True
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)
+
+
+@dataclass
+class Load:
+    """Client threads: three HTTP and one TCP client opening a connection per request, and one
+    HTTP keep-alive session; what each answer came from, and every failure."""
+
+    web: int
+    tcp: int
+    allowed: set[str]  # endpoints an answer may come from (the test adds to it)
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    answered: dict[str, int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    retried: int = 0  # keep-alive requests resent: their idle connection had been closed
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def __enter__(self) -> Load:
+        self.deadline = time.monotonic() + LOAD_SECONDS
+        clients: list[Callable[[int], None]] = [self.http_new] * 3 + [self.tcp_new]
+        for n, client in enumerate(clients):
+            self.threads.append(threading.Thread(target=self.loop, args=(client, n)))
+        self.threads.append(threading.Thread(target=self.keep_alive))
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=POLL)
+        assert not any(t.is_alive() for t in self.threads)
+
+    def going(self, i: int) -> bool:
+        return i < MAX_REQUESTS and not self.stop.is_set() and time.monotonic() < self.deadline
+
+    def count(self) -> int:
+        with self.lock:
+            return sum(self.answered.values())
+
+    def allow(self, name: str) -> None:
+        with self.lock:
+            self.allowed.add(name)
+
+    def answer(self, status: int, body: bytes, what: str) -> None:
+        name = endpoint_of(body) if status == 200 else None
+        with self.lock:
+            if name is None or name not in self.allowed:
+                self.failures.append(f"{what}: {status} from {name}")
+            else:
+                self.answered[name] = self.answered.get(name, 0) + 1
+
+    def fail(self, what: str, exc: BaseException) -> None:
+        with self.lock:
+            self.failures.append(f"{what}: {exc!r}")
+
+    def loop(self, client: Callable[[int], None], n: int) -> None:
+        i = 0
+        while self.going(i):
+            try:
+                client(i)
+            except Exception as exc:  # noqa: BLE001 - every failure is counted, none retried
+                self.fail(f"client {n} request {i}", exc)
+            i += 1
+
+    def http_new(self, i: int) -> None:
+        status, body = get(self.web, f"/echo/new/{i}")
+        self.answer(status, body, f"GET /echo/new/{i}")
+
+    def tcp_new(self, i: int) -> None:
+        payload = b"ping %d\n" % i
+        got = echo_once(self.tcp, payload)
+        if got != payload:
+            self.fail(f"tcp {i}", AssertionError(f"echoed {got!r}"))
+        else:
+            with self.lock:
+                self.answered["echo"] = self.answered.get("echo", 0) + 1
+
+    def keep_alive(self) -> None:
+        conn: http.client.HTTPConnection | None = None
+        i = 0
+        while self.going(i):
+            path = f"/echo/kept/{i}"
+            i += 1
+            reused = conn is not None and not dropped(conn.sock)
+            if not reused:
+                if conn is not None:
+                    conn.close()  # closed by the server while idle: a new one, as clients do
+                conn = http.client.HTTPConnection(HOST, self.web, timeout=POLL)
+            assert conn is not None
+            try:
+                response = self.exchange(conn, path)
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+                conn.close()
+                if not reused:
+                    self.fail(f"keep-alive {path} (new connection)", exc)
+                    conn = None
+                    continue
+                # The standard client behaviour (RFC 9112 9.3.1, urllib3, browsers): a request
+                # on a reused keep-alive connection that the server closed without a byte of
+                # answer -- it closed the idle connection before the request reached it -- is
+                # sent once more on a new connection. Nothing else is retried.
+                with self.lock:
+                    self.retried += 1
+                conn = http.client.HTTPConnection(HOST, self.web, timeout=POLL)
+                try:
+                    response = self.exchange(conn, path)
+                except Exception as again:  # noqa: BLE001 - the resend failing is a failure
+                    self.fail(f"keep-alive {path} (resent)", again)
+                    conn.close()
+                    conn = None
+                    continue
+            except Exception as exc:  # noqa: BLE001
+                self.fail(f"keep-alive {path}", exc)
+                conn.close()
+                conn = None
+                continue
+            self.answer(*response[:2], f"keep-alive {path}")
+            if response[2]:
+                conn.close()  # the server said Connection: close (an old worker letting go)
+                conn = None
+        if conn is not None:
+            conn.close()
+
+    @staticmethod
+    def exchange(conn: http.client.HTTPConnection, path: str) -> tuple[int, bytes, bool]:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read(), response.will_close
+
+
+def test_reloads_under_steady_load_fail_no_request(tmp_path: Path) -> None:
+    """Three reloads (weights with a balance change, an endpoint added, another balance) by
+    SIGHUP while clients keep sending: no request fails, every answer comes from an endpoint
+    configured at the time, the added endpoint gets traffic, and a TCP connection opened before
+    the first reload still echoes after the last (the old workers keep their connections)."""
+    echo = Echo().start()
+    ports = listener_ports("web", "tcp")
+    with endpoints("a", "b", "c") as (a, b, c):
+        steps = [
+            forward_yaml(ports, [(a, 1), (b, 1)], echo),
+            forward_yaml(ports, [(a, 3), (b, 1)], echo, balance="weighted"),
+            forward_yaml(ports, [(a, 3), (b, 1), (c, 1)], echo, balance="weighted"),
+            forward_yaml(ports, [(a, 3), (b, 1), (c, 1)], echo, balance="least_conn"),
+        ]
+        with engine_pop(tmp_path, steps[0]) as pop:
+            pop.usable("app", "echo")
+            held = socket.create_connection((HOST, ports["tcp"]), timeout=POLL)
+            with held:
+                held.sendall(b"before\n")
+                assert recv_exactly(held, 7) == b"before\n"
+                with Load(ports["web"], ports["tcp"], {"a", "b"}) as load:
+                    wait_for(lambda: load.count() >= 100 or load.failures, POLL, "load")
+                    for n, step in enumerate(steps[1:], 1):
+                        if n == 2:
+                            load.allow("c")  # from this reload on
+                        before = load.count()
+                        engine = pop.reload(step)
+                        assert engine["reloads"] == {"success": n, "failure": 0}, engine
+                        assert engine["last_reload"]["ok"] is True
+                        assert engine["last_reload"]["message"].startswith("reloaded: new worker")
+                        # Traffic flowed after this reload too, before the next one.
+                        wait_for(lambda b=before: load.count() >= b + 100 or load.failures,
+                                 POLL, f"requests after reload {n}")  # fmt: skip
+                    wait_for(lambda: load.answered.get("c", 0) >= 10 or load.failures, POLL,
+                             "answers from the added endpoint")  # fmt: skip
+                assert load.failures == [], load.failures[:20]
+                assert set(load.answered) == {"a", "b", "c", "echo"}, load.answered
+                held.sendall(b"after\n")
+                assert recv_exactly(held, 6) == b"after\n"
+            backend = pop.backend("app")
+            assert backend["balance"] == "least_conn"
+            assert [e["weight"] for e in backend["endpoints"]] == [3, 1, 1]
+            print(f"answers {load.answered}, keep-alive requests resent: {load.retried}")
+    echo.stop()

@@ -8,7 +8,14 @@ from twisted.internet.task import Clock
 
 from anycastedge.forward.haproxy import STATS_STALE, HaproxyEngine
 from anycastedge.forward.haproxy_render import Runtime
-from anycastedge.forward.model import Backend, Endpoint, ForwardConfig, Listener, ListenerHttp, Route
+from anycastedge.forward.model import (
+    Backend,
+    Endpoint,
+    ForwardConfig,
+    Listener,
+    ListenerHttp,
+    Route,
+)
 
 SHOW_STAT = (Path(__file__).parents[2] / "fixtures/haproxy/show_stat.csv").read_bytes()
 APP = Backend(
