@@ -416,3 +416,47 @@ def test_reloads_under_steady_load_fail_no_request(tmp_path: Path) -> None:
             assert [e["weight"] for e in backend["endpoints"]] == [3, 1, 1]
             print(f"answers {load.answered}, keep-alive requests resent: {load.retried}")
     echo.stop()
+
+
+# --- 2. a configuration HAProxy refuses -------------------------------------------------------
+
+
+def test_a_config_haproxy_refuses_at_reload_is_not_applied(tmp_path: Path) -> None:
+    """A change that pop.yaml validation accepts but ``haproxy -c`` refuses leaves HAProxy on
+    the previous configuration: last_reload says why, one failure counted, haproxy.cfg as it
+    was, and traffic still goes where the previous configuration sends it.
+
+    The refusal comes from forward.haproxy.binary, which serve reads from the new pop.yaml for
+    the check: a wrapper that refuses every ``-c`` (and runs HAProxy otherwise). What HAProxy
+    itself refuses that validation lets through is a validation bug to fix, not a fixture."""
+    refuse = wrapper(tmp_path / "haproxy-refuses", """
+case " $* " in *" -c "*) echo "[ALERT] refused by the test's wrapper" >&2; exit 1;; esac
+exec "$HAPROXY" "$@"
+""")
+    ports = listener_ports("web")
+    with endpoints("a", "b") as (a, b):
+        with engine_pop(tmp_path, forward_yaml(ports, [(a, 1)])) as pop:
+            pop.usable("app")
+            cfg = pop.state / "haproxy.cfg"
+            before = cfg.read_bytes()
+            changed = forward_yaml(ports, [(b, 1)], extra=f'haproxy: {{binary: "{refuse}"}}')
+            engine = pop.reload(changed)
+            assert engine["reloads"] == {"success": 0, "failure": 1}, engine
+            last = engine["last_reload"]
+            assert last["ok"] is False
+            assert "haproxy -c refused it, still running the previous" in last["message"]
+            assert "refused by the test's wrapper" in last["message"]
+            assert cfg.read_bytes() == before
+            assert not (pop.state / "haproxy.cfg.next").exists()
+            assert engine["running"] is True and engine["restarts"] == 0
+            # Still the previous configuration: endpoint a, and /status shows it.
+            assert [endpoint_of(get(ports["web"], f"/echo/{i}")[1]) for i in range(5)] == ["a"] * 5
+            assert not b.seen.requests
+            addresses = [e["address"] for e in pop.backend("app")["endpoints"]]
+            assert addresses == [f"{HOST}:{a.port}"]
+            # The same change with the real binary is applied.
+            engine = pop.reload(forward_yaml(ports, [(b, 1)]))
+            assert engine["reloads"] == {"success": 1, "failure": 1}, engine
+            pop.usable("app")
+            assert endpoint_of(get(ports["web"], "/echo")[1]) == "b"
+            assert cfg.read_bytes() != before
