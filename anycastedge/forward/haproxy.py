@@ -31,7 +31,9 @@ from twisted.logger import Logger
 from anycastedge.errors import ConfigError, Problem
 from anycastedge.forward.access_logs import AccessLogs
 from anycastedge.forward.haproxy_files import (
+    CHECK_ARGS,
     check_config,
+    check_words,
     replace_file,
     write_rendered,
     write_support,
@@ -236,12 +238,12 @@ class HaproxyEngine(service.MultiService):
         candidate = self.runtime.config_path + ".next"
         replace_file(Path(candidate), rendered.config.encode(), 0o644)
         out, err, code = await getProcessOutputAndValue(
-            config.haproxy.binary, ["-c", "-q", "-f", candidate], env=os.environ,
+            config.haproxy.binary, [*CHECK_ARGS, candidate], env=os.environ,
             reactor=self.reactor,
         )  # fmt: skip
         if code != 0:
             Path(candidate).unlink(missing_ok=True)
-            words = (out + err).decode(errors="replace").strip()
+            words = check_words((out + err).decode(errors="replace"))
             self._reloaded(False, f"haproxy -c refused it, still running the previous: {words}")
             return
         os.replace(candidate, self.runtime.config_path)

@@ -68,11 +68,22 @@ def replace_file(path: Path, content: bytes, mode: int) -> bool:
     return True
 
 
+# Not -q: it silences the alerts too, leaving a refusal without a word of why.
+CHECK_ARGS = ("-c", "-f")
+
+
+def check_words(output: str) -> str:
+    """What ``haproxy -c`` said that matters: its alerts and warnings without the [NOTICE]
+    lines (version, executable path); all of it if that leaves nothing."""
+    kept = [line for line in output.strip().splitlines() if not line.startswith("[NOTICE]")]
+    return "\n".join(kept).strip() or output.strip()
+
+
 def check_config(binary: str, path: str) -> tuple[bool, str]:
-    """``binary -c -q -f path``: whether HAProxy accepts the file, and what it said."""
+    """``binary -c -f path``: whether HAProxy accepts the file, and what it said."""
     try:
         done = subprocess.run(
-            [binary, "-c", "-q", "-f", path],
+            [binary, *CHECK_ARGS, path],
             capture_output=True,
             text=True,
             timeout=CHECK_TIMEOUT,
@@ -84,7 +95,7 @@ def check_config(binary: str, path: str) -> tuple[bool, str]:
         return False, f"{binary} -c took over {CHECK_TIMEOUT:g} s"
     except OSError as exc:
         return False, f"{binary}: {exc}"
-    return done.returncode == 0, (done.stdout + done.stderr).strip()
+    return done.returncode == 0, check_words(done.stdout + done.stderr)
 
 
 def check_forward(config: ForwardConfig, runtime: Runtime) -> tuple[bool, str]:

@@ -11,10 +11,8 @@ import contextlib
 import http.client
 import re
 import select
-import shutil
 import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -23,11 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from anycastedge.forward.haproxy_files import check_config
 from tests.support.haproxy import (
+    HAPROXY,
     HOST,
     POLL,
     Echo,
-    Engine,
     Proc,
     children,
     echo_once,
@@ -460,3 +459,15 @@ exec "$HAPROXY" "$@"
             pop.usable("app")
             assert endpoint_of(get(ports["web"], "/echo")[1]) == "b"
             assert cfg.read_bytes() != before
+
+
+def test_haproxy_check_says_why_it_refuses(tmp_path: Path) -> None:
+    """What serve reports when haproxy -c refuses (at start, at reload, forward render --check)
+    carries HAProxy's own alert naming the fault, not an empty message."""
+    cfg = tmp_path / "bad.cfg"
+    cfg.write_text("defaults\n    mode tcp\nfrontend f\n    bind 127.0.0.1:1\n    no-such-kw 1\n")
+    assert HAPROXY is not None
+    ok, words = check_config(HAPROXY, str(cfg))
+    assert ok is False
+    assert "[ALERT]" in words and "no-such-kw" in words
+    assert "[NOTICE]" not in words

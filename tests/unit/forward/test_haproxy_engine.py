@@ -7,6 +7,7 @@ from pathlib import Path
 from twisted.internet.task import Clock
 
 from anycastedge.forward.haproxy import STATS_STALE, HaproxyEngine
+from anycastedge.forward.haproxy_files import CHECK_ARGS, check_words
 from anycastedge.forward.haproxy_render import Runtime
 from anycastedge.forward.model import (
     Backend,
@@ -18,9 +19,7 @@ from anycastedge.forward.model import (
 )
 
 SHOW_STAT = (Path(__file__).parents[2] / "fixtures/haproxy/show_stat.csv").read_bytes()
-APP = Backend(
-    "app", (Endpoint("127.0.0.1", 18181), Endpoint("127.0.0.1", 18182, 0)), critical=True
-)
+APP = Backend("app", (Endpoint("127.0.0.1", 18181), Endpoint("127.0.0.1", 18182, 0)), critical=True)
 WEB = Listener("web", "127.0.0.1", 18180, "http", "", http=ListenerHttp((Route("app"),)))
 CONFIG = ForwardConfig((WEB,), (APP,), engine="haproxy")
 
@@ -74,3 +73,26 @@ def test_unreadable_statistics_change_nothing(tmp_path: Path) -> None:
     e.supervisor.workers[0].process = FakeProcess(7)  # type: ignore[assignment]
     e.took_stats(b"Unknown command\n", 7)
     assert e.fresh_stats() is None and e.stats_pid is None
+
+
+# What HAProxy 2.6's `haproxy -c -f` printed refusing a ca-file that holds no certificate.
+REFUSAL = """[NOTICE]   (24990) : haproxy version is 2.6.12-1+deb12u4
+[NOTICE]   (24990) : path to executable is /usr/sbin/haproxy
+[ALERT]    (24990) : config : [r.cfg:65] : 'server app/e0' : Couldn't open the ca-file \
+'/tmp/ca.txt' (no certificate or crl found).
+[ALERT]    (24990) : config : Error(s) found in configuration file : r.cfg
+"""
+
+
+def test_check_words_are_the_alerts_without_notices() -> None:
+    words = check_words(REFUSAL)
+    assert words.splitlines()[0].startswith("[ALERT]")
+    assert "Couldn't open the ca-file '/tmp/ca.txt'" in words
+    assert "NOTICE" not in words
+    assert check_words("[NOTICE] only this\n") == "[NOTICE] only this"
+    assert check_words("  \n") == ""
+
+
+def test_check_is_not_quiet() -> None:
+    """haproxy -c -q says nothing even when it refuses: a refusal would come without a why."""
+    assert "-q" not in CHECK_ARGS and CHECK_ARGS[0] == "-c"
