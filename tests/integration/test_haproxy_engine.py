@@ -11,8 +11,10 @@ import contextlib
 import http.client
 import re
 import select
+import shutil
 import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -28,9 +30,11 @@ from tests.support.haproxy import (
     POLL,
     Echo,
     Proc,
+    Quiet,
     children,
     echo_once,
     endpoint_of,
+    endpoints,
     engine_pop,
     get,
     kill_master,
@@ -39,7 +43,7 @@ from tests.support.haproxy import (
     recv_exactly,
     wrapper,
 )
-from tests.support.http_backend import EndpointServer, endpoints
+from tests.support.http_backend import EndpointServer
 from tests.support.server import metric_value, wait_for
 
 pytestmark = needs_haproxy
@@ -471,3 +475,57 @@ def test_haproxy_check_says_why_it_refuses(tmp_path: Path) -> None:
     assert ok is False
     assert "[ALERT]" in words and "no-such-kw" in words
     assert "[NOTICE]" not in words
+
+
+# --- 5. one view: /status, /metrics, /forward/health ------------------------------------------
+
+
+def test_critical_backend_down_and_back_in_every_view(tmp_path: Path) -> None:
+    """A critical backend's only endpoint stops: HAProxy's check says so and the POP-health URL
+    (what the BGP hook's http check asks) turns 503 naming the backend, as does the backend's
+    own URL and /status; the endpoint back on its port, both are 200 again. /metrics, under
+    traffic, passes promtool's checks."""
+    ports = listener_ports("web")
+    a = Quiet("a")
+    threading.Thread(target=a.serve_forever, daemon=True).start()
+    port = a.port
+    forward = forward_yaml(ports, [(a, 1)], app_extra="critical: true")
+    try:
+        with engine_pop(tmp_path, forward) as pop:
+            pop.usable("app")
+            for i in range(20):
+                assert get(ports["web"], f"/echo/{i}")[0] == 200
+            wait_for(lambda: pop.backend("app")["endpoints"][0]["connections"] >= 20, POLL,
+                     "HAProxy's counters in the view")  # fmt: skip
+            metrics = pop.server.metrics()
+            assert metric_value(metrics, "anycastedge_forward_haproxy_up") == 1
+            assert metric_value(metrics, "anycastedge_forward_endpoint_connections_total",
+                                backend="app") >= 20  # fmt: skip
+            if shutil.which("promtool"):
+                checked = subprocess.run(["promtool", "check", "metrics"], input=metrics,
+                                         capture_output=True, text=True, timeout=POLL)  # fmt: skip
+                assert checked.returncode == 0, checked.stdout + checked.stderr
+            assert pop.server.http_get("/forward/health") == (200, "ok\n")
+            assert pop.server.http_get("/forward/backends/app/health")[0] == 200
+
+            a.shutdown()
+            a.server_close()
+            down = wait_for(lambda: (r := pop.server.http_get("/forward/health"))[0] == 503 and r,
+                            POLL, "/forward/health 503")  # fmt: skip
+            assert "critical backends down: app" in down[1]
+            assert "haproxy" not in down[1]  # HAProxy itself is fine
+            assert pop.server.http_get("/forward/backends/app/health")[0] == 503
+            assert pop.forward()["critical_down"] == ["app"]
+            assert pop.server.metric("anycastedge_forward_endpoint_usable", backend="app") == 0
+            assert pop.server.metric("anycastedge_forward_haproxy_up") == 1
+
+            a = Quiet("a", port=port)  # back, on the same port
+            threading.Thread(target=a.serve_forever, daemon=True).start()
+            wait_for(lambda: pop.server.http_get("/forward/health")[0] == 200, POLL,
+                     "/forward/health 200 again")  # fmt: skip
+            assert pop.server.http_get("/forward/backends/app/health")[0] == 200
+            assert pop.forward()["critical_down"] == []
+            assert endpoint_of(get(ports["web"], "/echo")[1]) == "a"
+    finally:
+        a.shutdown()
+        a.server_close()

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.http_backend import EndpointServer
 from tests.support.server import ServerHandle, copy_repo_zones, running_server, wait_for
 
 HAPROXY = shutil.which("haproxy")
@@ -74,6 +75,28 @@ class Echo:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+
+
+class Quiet(EndpointServer):
+    """An HTTP endpoint (tests.support.http_backend) that does not print a traceback for each
+    of HAProxy's TCP checks (a connect and a reset)."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet: the tests assert on what the endpoint saw."""
+
+
+@contextlib.contextmanager
+def endpoints(*names: str) -> Iterator[list[EndpointServer]]:
+    """A Quiet endpoint per name on loopback (threads), stopped on exit."""
+    servers: list[EndpointServer] = [Quiet(name) for name in names]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
 
 
 def echo_once(port: int, payload: bytes) -> bytes:
