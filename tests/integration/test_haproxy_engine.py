@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -260,10 +261,12 @@ class Load:
     failures: list[str] = field(default_factory=list)
     retried: int = 0  # keep-alive requests resent: their idle connection had been closed
     threads: list[threading.Thread] = field(default_factory=list)
+    deadline: float = 0.0  # time.monotonic() the clients stop by
 
     def __enter__(self) -> Load:
         self.deadline = time.monotonic() + LOAD_SECONDS
-        clients: list[Callable[[int], None]] = [self.http_new] * 3 + [self.tcp_new]
+        clients: list[Callable[[int], None]] = [self.http_new, self.http_new, self.http_new,
+                                                 self.tcp_new]  # fmt: skip
         for n, client in enumerate(clients):
             self.threads.append(threading.Thread(target=self.loop, args=(client, n)))
         self.threads.append(threading.Thread(target=self.keep_alive))
@@ -283,6 +286,10 @@ class Load:
     def count(self) -> int:
         with self.lock:
             return sum(self.answered.values())
+
+    def grew(self, to: int) -> bool:
+        """Whether the clients have had ``to`` answers (or a failure: no use waiting)."""
+        return self.count() >= to or bool(self.failures)
 
     def allow(self, name: str) -> None:
         with self.lock:
@@ -406,8 +413,8 @@ def test_reloads_under_steady_load_fail_no_request(tmp_path: Path) -> None:
                         assert engine["last_reload"]["ok"] is True
                         assert engine["last_reload"]["message"].startswith("reloaded: new worker")
                         # Traffic flowed after this reload too, before the next one.
-                        wait_for(lambda b=before: load.count() >= b + 100 or load.failures,
-                                 POLL, f"requests after reload {n}")  # fmt: skip
+                        wait_for(partial(load.grew, before + 100), POLL,
+                                 f"requests after reload {n}")  # fmt: skip
                     wait_for(lambda: load.answered.get("c", 0) >= 10 or load.failures, POLL,
                              "answers from the added endpoint")  # fmt: skip
                 assert load.failures == [], load.failures[:20]
@@ -510,8 +517,12 @@ def test_critical_backend_down_and_back_in_every_view(tmp_path: Path) -> None:
 
             a.shutdown()
             a.server_close()
-            down = wait_for(lambda: (r := pop.server.http_get("/forward/health"))[0] == 503 and r,
-                            POLL, "/forward/health 503")  # fmt: skip
+
+            def health_down() -> tuple[int, str] | None:
+                answer = pop.server.http_get("/forward/health")
+                return answer if answer[0] == 503 else None
+
+            down = wait_for(health_down, POLL, "/forward/health 503")
             assert "critical backends down: app" in down[1]
             assert "haproxy" not in down[1]  # HAProxy itself is fine
             assert pop.server.http_get("/forward/backends/app/health")[0] == 503

@@ -197,7 +197,7 @@ class Engine:
         """/status's entry for backend ``name``."""
         for backend in self.forward()["backends"]:
             if backend["name"] == name:
-                return backend  # type: ignore[no-any-return]
+                return backend
         raise KeyError(name)
 
     def usable(self, *backends: str) -> None:
