@@ -400,7 +400,7 @@ def _backend_http(r: Reader, sticky_cookie: str | None, base: Path) -> BackendHt
     http = BackendHttp(
         tls=bool(tls),
         verify=d.verify if verify is None else verify,
-        ca_file=r.converted("ca_file", _optional(_readable_file(base)), None),
+        ca_file=r.converted("ca_file", _optional(_ca_file(base)), None),
         server_name=r.converted("server_name", _optional(_server_name), None),
         sticky_cookie=sticky_cookie,
         pool_size=int(r.number("pool_size", d.pool_size, 0, 10_000)),
@@ -539,6 +539,21 @@ def _readable_file(base: Path) -> Callable[[Any], str]:
         if not os.access(path, os.R_OK):
             raise ValueError(f"{path}: not readable")
         return str(path)
+
+    return read
+
+
+def _ca_file(base: Path) -> Callable[[Any], str]:
+    """A converter to a readable file of PEM CA certificates (at least one)."""
+    readable = _readable_file(base)
+
+    def read(value: Any) -> str:
+        path = readable(value)
+        try:
+            ssl.create_default_context(cafile=path)
+        except (ssl.SSLError, ValueError) as exc:
+            raise ValueError(f"{path}: no CA certificate in it ({exc})") from None
+        return path
 
     return read
 

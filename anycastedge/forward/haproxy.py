@@ -265,6 +265,9 @@ class HaproxyEngine(service.MultiService):
             await task.deferLater(self.reactor, 0.1, lambda: None)
             now = await self._workers()
             if now - before:
+                # Read at once: until then the old workers' statistics would be read onto the
+                # new configuration's endpoints, by index.
+                await self.poll()
                 self._reloaded(True, f"reloaded: new worker(s) {sorted(now - before)}")
                 return
         self._reloaded(False, f"no new HAProxy worker within {RELOAD_WAIT:g} s of the reload "

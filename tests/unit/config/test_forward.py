@@ -474,6 +474,26 @@ def test_backends_refuse_bad_http_options(tmp_path: Path) -> None:
     ]
 
 
+def test_a_ca_file_without_a_certificate_is_refused(tmp_path: Path) -> None:
+    """Readable is not enough: the endpoints could never be verified (HAProxy's -c refuses it
+    too, and the built-in engine would fail at the first connect)."""
+    (tmp_path / "empty.pem").write_text("not a certificate\n")
+    found = problems(
+        tmp_path,
+        """
+        forward:
+          backends:
+            b:
+              http: {tls: true, ca_file: empty.pem}
+              endpoints: [{address: "127.0.0.1:9002"}]
+        """,
+    )
+    assert len(found) == 1
+    assert found[0].startswith(
+        f"8: forward.backends.b.http.ca_file: {tmp_path / 'empty.pem'}: no CA certificate in it"
+    ), found
+
+
 def test_http_listeners_bind_tcp(tmp_path: Path) -> None:
     """An http or https listener conflicts with a tcp one on the same port (and with dns.listen's
     TCP side), not with a udp one."""
