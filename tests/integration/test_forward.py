@@ -377,6 +377,7 @@ def test_reload_changes_listeners_without_dropping_open_connections(
         # keep: another backend
         write_config(tmp_path, section(["keep", "new"], b, "web2"), engine)
         p.server.sighup()
+        p.reloaded()
         wait_for(
             lambda: {e["name"] for e in p.status()["listeners"]} == {"keep", "new"},
             POLL,

@@ -103,6 +103,15 @@ class Pop:
 
         wait_for(read_since, POLL, "HAProxy's statistics read again")
 
+    def reloaded(self, count: int = 1) -> None:
+        """Wait until HAProxy runs the ``count``-th forwarding change (its new worker started):
+        /status shows a change's listeners and endpoints as soon as serve has it, while
+        HAProxy's old worker may still be serving. The built-in engine applies it at once."""
+        if self.engine == "builtin":
+            return
+        wait_for(lambda: self.status()["engine"]["reloads"]["success"] >= count, POLL,
+                 f"HAProxy reload {count} done")  # fmt: skip
+
     def connect(self, listener: str) -> socket.socket:
         return socket.create_connection((HOST, self.ports[listener]), timeout=POLL)
 
