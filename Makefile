@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-DEBS   := bird2 bind9-dnsutils dnsperf nsd iproute2 procps prometheus openssl systemd zonemaster-cli
+DEBS   := bird2 bind9-dnsutils dnsperf nsd iproute2 procps prometheus openssl systemd zonemaster-cli haproxy
 APT_STAMP := $(VENV)/.debs
 # nginx's stream module is a separate package (a Recommends, which --no-install-recommends skips).
 BENCH_DEBS := haproxy nginx libnginx-mod-stream wrk
@@ -35,7 +35,7 @@ $(APT_STAMP): Makefile | $(STAMP)
 	$(call apt_install,$(DEBS))
 	touch $@
 
-# Only `make bench` needs these (bench/l4_vs_haproxy.py, bench/l7_vs_haproxy.py: wrk): `make test`
+# Only `make bench` needs these (bench/l4_vs_haproxy.py, bench/l7_vs_haproxy.py: wrk; haproxy is in DEBS too: the forward tests run on it): `make test`
 # does not install them.
 $(BENCH_APT_STAMP): Makefile | $(STAMP)
 	$(call apt_install,$(BENCH_DEBS))
