@@ -35,8 +35,8 @@ $(APT_STAMP): Makefile | $(STAMP)
 	$(call apt_install,$(DEBS))
 	touch $@
 
-# Only `make bench` needs these (bench/l4_vs_haproxy.py, bench/l7_vs_haproxy.py: wrk; haproxy is in DEBS too: the forward tests run on it): `make test`
-# does not install them.
+# Only `make bench` needs these (bench/l4_vs_haproxy.py, bench/l7_vs_haproxy.py: wrk): `make test`
+# installs only haproxy of them (in DEBS: the forward tests run on engine: haproxy too).
 $(BENCH_APT_STAMP): Makefile | $(STAMP)
 	$(call apt_install,$(BENCH_DEBS))
 	touch $@

@@ -514,9 +514,14 @@ def test_idle_timeout_and_max_connections(tmp_path: Path, engine: str) -> None:
         with p.connect("one") as first:
             first.sendall(b"a")
             assert first.recv(10) == b"a"
-            with p.connect("one") as second:
-                second.settimeout(5)
-                assert closed(second)
+            try:
+                second = p.connect("one")
+            except ConnectionResetError:  # HAProxy's reset can beat connect()'s return
+                pass
+            else:
+                with second:
+                    second.settimeout(5)
+                    assert closed(second)
             first.sendall(b"b")
             assert first.recv(10) == b"b"
         p.counted()
