@@ -36,7 +36,7 @@ $(APT_STAMP): Makefile | $(STAMP)
 	touch $@
 
 # Only `make bench` needs these (bench/l4_vs_haproxy.py, bench/l7_vs_haproxy.py: wrk): `make test`
-# does not install them.
+# does not install them (HAProxy is in DEBS: the forward tests run on engine: haproxy too).
 $(BENCH_APT_STAMP): Makefile | $(STAMP)
 	$(call apt_install,$(BENCH_DEBS))
 	touch $@

@@ -406,7 +406,16 @@ def frontend_section(
     bind = f"bind {join_hostport(listener.host, listener.port)}"
     if crt_list is not None:
         bind += f" ssl crt-list {crt_list} no-tls-tickets"
-    lines = [f"mode {_mode(listener)}", bind, f"maxconn {listener.max_connections}"]
+    limit = listener.max_connections
+    lines = [
+        f"mode {_mode(listener)}",
+        bind,
+        # Beyond max_connections the built-in closes a new connection at once; at maxconn
+        # HAProxy would leave it waiting in the kernel's accept queue. So HAProxy accepts one
+        # more and refuses it (fe_conn counts the one being judged): reset at once, counted.
+        f"maxconn {limit + 1}",
+        f"tcp-request connection reject if {{ fe_conn gt {limit} }}",
+    ]
     if listener.accept_proxy:
         networks = " ".join(str(n) for n in listener.accept_proxy)
         lines.append(f"tcp-request connection expect-proxy layer4 if {{ src {networks} }}")

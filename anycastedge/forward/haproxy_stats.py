@@ -16,6 +16,9 @@ from anycastedge.forward.view import BackendView, EndpointView, route_entries
 Stats = dict[tuple[str, str], dict[str, str]]  # (proxy, service) -> field -> value
 # Check results that mean the endpoint answered (HAProxy's check_status codes).
 _CHECK_PASSED = ("L4OK", "L6OK", "L7OK", "L7OKC")
+# What check_status says right after `observe ... on-error mark-down` took a server down: no
+# active check has failed (the last one passed), traffic did.
+_MARKED_DOWN = "HANA"
 
 
 def parse_stat(text: str) -> Stats:
@@ -49,7 +52,8 @@ def backend_views(config: ForwardConfig, stats: Stats | None) -> list[BackendVie
         for i, endpoint in enumerate(backend.endpoints):
             row = stats.get((backend.name, f"e{i}")) if stats is not None else None
             status = (row or {}).get("status", "")
-            passed = (row or {}).get("check_status", "") in _CHECK_PASSED
+            check = (row or {}).get("check_status", "")
+            passed = check in _CHECK_PASSED or check == _MARKED_DOWN
             marked_down = status.startswith("DOWN") and passed and _int(row, "hanafail") > 0
             up = status.startswith(("UP", "NOLB", "DRAIN")) or marked_down
             failures += _int(row, "econ")
@@ -64,7 +68,9 @@ def backend_views(config: ForwardConfig, stats: Stats | None) -> list[BackendVie
                     usable=status.startswith("UP") and endpoint.weight > 0,
                     active=_int(row, "scur"),
                     connections=_int(row, "stot"),
-                    connect_failures=_int(row, "econ"),
+                    # Every failed attempt counts once: retried on the server (wretr), sent
+                    # to another (wredis), or given up (econ).
+                    connect_failures=_int(row, "econ") + _int(row, "wretr") + _int(row, "wredis"),
                     connect_time=ctime / 1000 if ctime else None,
                     bytes_in=_int(row, "bin"),
                     bytes_out=_int(row, "bout"),

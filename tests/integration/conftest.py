@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.server import ServerHandle, copy_repo_zones, running_server
+
+NO_HAPROXY = pytest.mark.skipif(
+    shutil.which("haproxy") is None, reason="needs haproxy on PATH (make test installs it)"
+)
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +32,15 @@ def server(repo_zones_copy: Path) -> Iterator[ServerHandle]:
 def zones_copy(tmp_path: Path) -> Path:
     """A fresh copy of the repo's zones/ that a test may modify."""
     return copy_repo_zones(tmp_path / "zones")
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("builtin", id="builtin"),
+        pytest.param("haproxy", id="haproxy", marks=NO_HAPROXY),
+    ]
+)
+def engine(request: pytest.FixtureRequest) -> str:
+    """The forwarding engine a forward test runs on (pop.yaml's forward.engine): each test
+    taking it runs on both; docs/forwarding.md, "Engines: builtin and haproxy", lists them."""
+    return str(request.param)

@@ -55,10 +55,21 @@ def recv_all(sock: socket.socket, limit: int = 1 << 20) -> bytes:
     return out
 
 
+def closed(sock: socket.socket) -> bool:
+    """Whether the proxy closed ``sock`` unanswered: the built-in closes, HAProxy resets
+    (tcp-request connection reject, a failed expect-proxy)."""
+    try:
+        return recv_all(sock) == b""
+    except ConnectionResetError:
+        return True
+
+
 # --- TCP --------------------------------------------------------------------------------------
 
 
-def test_round_robin_then_active_check_takes_a_dead_endpoint_out(tmp_path: Path) -> None:
+def test_round_robin_then_active_check_takes_a_dead_endpoint_out(
+    tmp_path: Path, engine: str
+) -> None:
     """Connections alternate between two endpoints; once one dies and its check says so (fall),
     no connection goes to it, and none fails."""
     a, b = Endpoint(echo).start(), Endpoint(echo).start()
@@ -72,7 +83,7 @@ def test_round_robin_then_active_check_takes_a_dead_endpoint_out(tmp_path: Path)
       ejection: {{consecutive_failures: 0}}
       endpoints: [{{address: "127.0.0.1:{a.port}"}}, {{address: "127.0.0.1:{b.port}"}}]
 """
-    with pop(tmp_path, forward, ports) as p:
+    with pop(tmp_path, forward, ports, engine) as p:
         backends_up(p, "web")
         for i in range(10):
             with p.connect("web") as c:
@@ -87,32 +98,39 @@ def test_round_robin_then_active_check_takes_a_dead_endpoint_out(tmp_path: Path)
             with p.connect("web") as c:
                 c.sendall(b"y")
                 assert c.recv(10) == b"y"
+        p.counted()
         assert p.endpoint("web", a.port)["connect_failures"] == failures  # none sent to it
         wait_for(lambda: len(b.received) == 11, POLL, "six more clients at the live endpoint")
     b.stop()
 
 
-def test_connect_failures_are_retried_and_eject_before_the_check_notices(tmp_path: Path) -> None:
+def test_connect_failures_are_retried_and_eject_before_the_check_notices(
+    tmp_path: Path, engine: str
+) -> None:
     """A dead endpoint whose check is far off: each client is still served (retried on the
     other endpoint), and after consecutive_failures the endpoint is ejected."""
     a, b = Endpoint(echo).start(), Endpoint(echo).start()
     ports = listener_ports("web")
+    # HAProxy has no ejection time to set (docs/forwarding.md, "Refused with engine: haproxy"):
+    # it holds the endpoint out until its check passes, an hour off here.
+    base_time = ", base_time: 600" if engine == "builtin" else ""
     forward = f"""forward:
   listeners:
     web: {{bind: "127.0.0.1:{ports['web']}", protocol: tcp, backend: web}}
   backends:
     web:
       healthcheck: {{kind: tcp, interval: 3600}}
-      ejection: {{consecutive_failures: 2, base_time: 600}}
+      ejection: {{consecutive_failures: 2{base_time}}}
       endpoints: [{{address: "127.0.0.1:{a.port}"}}, {{address: "127.0.0.1:{b.port}"}}]
 """
-    with pop(tmp_path, forward, ports) as p:
+    with pop(tmp_path, forward, ports, engine) as p:
         backends_up(p, "web")
         a.stop()
         for i in range(8):
             with p.connect("web") as c:
                 c.sendall(b"z%d" % i)
                 assert c.recv(10) == b"z%d" % i
+        p.counted()
         dead = p.endpoint("web", a.port)
         assert dead["ejected"] and dead["up"] and dead["connect_failures"] == 2
         assert p.server.metric(
@@ -122,7 +140,7 @@ def test_connect_failures_are_retried_and_eject_before_the_check_notices(tmp_pat
     b.stop()
 
 
-def test_no_endpoint_up_refuses_at_once(tmp_path: Path) -> None:
+def test_no_endpoint_up_refuses_at_once(tmp_path: Path, engine: str) -> None:
     """Every endpoint down: a new connection is closed right away (no hanging connect), and
     counted; /forward/backends/NAME/health says 503."""
     dead_port = free_port()
@@ -135,17 +153,18 @@ def test_no_endpoint_up_refuses_at_once(tmp_path: Path) -> None:
       healthcheck: {{kind: tcp, interval: 0.2, timeout: 0.2}}
       endpoints: [{{address: "127.0.0.1:{dead_port}"}}]
 """
-    with pop(tmp_path, forward, ports) as p:
+    with pop(tmp_path, forward, ports, engine) as p:
         wait_for(lambda: p.endpoint("web", dead_port)["up"] is False, POLL, "a first check")
         with p.connect("web") as c:
             c.settimeout(2.0)
             assert c.recv(10) == b""  # closed by the listener, not left waiting
+        p.counted()
         assert p.status()["backends"][0]["refused"] == 1
         assert p.server.http_get("/forward/backends/web/health")[0] == 503
         assert p.server.http_get("/forward/backends/nope/health")[0] == 404
 
 
-def test_half_close_passes_both_ways(tmp_path: Path) -> None:
+def test_half_close_passes_both_ways(tmp_path: Path, engine: str) -> None:
     """A client FIN reaches the endpoint while its reply still flows back; an endpoint FIN
     reaches the client while the client's data still flows in."""
 
@@ -169,7 +188,7 @@ def test_half_close_passes_both_ways(tmp_path: Path) -> None:
     one: {{healthcheck: {{interval: 0.2}}, endpoints: [{{address: "127.0.0.1:{first.port}"}}]}}
     two: {{healthcheck: {{interval: 0.2}}, endpoints: [{{address: "127.0.0.1:{second.port}"}}]}}
 """
-    with pop(tmp_path, forward, ports) as p:
+    with pop(tmp_path, forward, ports, engine) as p:
         backends_up(p, "one", "two")
         with p.connect("one") as c:
             c.sendall(b"a" * 100_000)
@@ -330,7 +349,9 @@ def test_udp_flows_from_many_clients_and_per_packet_balancing(tmp_path: Path) ->
 # --- reload -----------------------------------------------------------------------------------
 
 
-def test_reload_changes_listeners_without_dropping_open_connections(tmp_path: Path) -> None:
+def test_reload_changes_listeners_without_dropping_open_connections(
+    tmp_path: Path, engine: str
+) -> None:
     """SIGHUP with a changed forward: a new listener starts, a removed one stops accepting,
     endpoints change; connections open through unchanged and removed listeners keep working."""
     a, b = Endpoint(echo).start(), Endpoint(echo).start()
@@ -347,14 +368,16 @@ def test_reload_changes_listeners_without_dropping_open_connections(tmp_path: Pa
             f'      endpoints: [{{address: "127.0.0.1:{endpoint.port}"}}]\n'
         )
 
-    with pop(tmp_path, section(["keep", "gone"], a, "web"), ports) as p:
+    with pop(tmp_path, section(["keep", "gone"], a, "web"), ports, engine) as p:
         backends_up(p, "web")
         kept, going = p.connect("keep"), p.connect("gone")
         for c in (kept, going):
             c.sendall(b"before")
             assert c.recv(100) == b"before"
-        write_config(tmp_path, section(["keep", "new"], b, "web2"))  # keep: another backend
+        # keep: another backend
+        write_config(tmp_path, section(["keep", "new"], b, "web2"), engine)
         p.server.sighup()
+        p.reloaded()
         wait_for(
             lambda: {e["name"] for e in p.status()["listeners"]} == {"keep", "new"},
             POLL,
@@ -421,7 +444,9 @@ def proxy_reader(endpoint: Endpoint, conn: socket.socket) -> None:
     conn.sendall(b"ok")
 
 
-def test_proxy_headers_in_from_trusted_peers_and_out_to_endpoints(tmp_path: Path) -> None:
+def test_proxy_headers_in_from_trusted_peers_and_out_to_endpoints(
+    tmp_path: Path, engine: str
+) -> None:
     """A trusted peer's v1 header names the client the endpoint is told about (v2 out); from
     an untrusted peer the same bytes are only data, and the endpoint learns the real peer (v1
     out); a trusted peer's garbage header closes the connection."""
@@ -440,7 +465,7 @@ def test_proxy_headers_in_from_trusted_peers_and_out_to_endpoints(tmp_path: Path
           endpoints: [{{address: "127.0.0.1:{v1_end.port}"}}]}}
 """
     header = b"PROXY TCP4 192.0.2.1 198.51.100.7 41234 443\r\n"
-    with pop(tmp_path, forward, ports) as p:
+    with pop(tmp_path, forward, ports, engine) as p:
         backends_up(p, "v1", "v2")
         with p.connect("trusted") as c:
             c.sendall(header + b"hello")
@@ -458,26 +483,28 @@ def test_proxy_headers_in_from_trusted_peers_and_out_to_endpoints(tmp_path: Path
         before = len(v2_end.received)
         with p.connect("trusted") as c:
             c.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            assert recv_all(c) == b""  # no valid header from a peer that must send one
+            assert closed(c)  # no valid header from a peer that must send one
         assert len(v2_end.received) == before
     v2_end.stop()
     v1_end.stop()
 
 
-def test_idle_timeout_and_max_connections(tmp_path: Path) -> None:
+def test_idle_timeout_and_max_connections(tmp_path: Path, engine: str) -> None:
     """A connection with no byte either way for idle_timeout is closed; beyond max_connections
     a new client is closed at once and counted; /metrics counts it all and passes promtool."""
     e = Endpoint(echo).start()
     ports = listener_ports("idle", "one")
+    # One backend per listener: HAProxy sets a tcp listener's idle_timeout on its backend.
     forward = f"""forward:
   listeners:
-    idle: {{bind: "127.0.0.1:{ports['idle']}", protocol: tcp, backend: web, idle_timeout: 0.5}}
+    idle: {{bind: "127.0.0.1:{ports['idle']}", protocol: tcp, backend: idle, idle_timeout: 0.5}}
     one: {{bind: "127.0.0.1:{ports['one']}", protocol: tcp, backend: web, max_connections: 1}}
   backends:
+    idle: {{healthcheck: {{interval: 0.2}}, endpoints: [{{address: "127.0.0.1:{e.port}"}}]}}
     web: {{healthcheck: {{interval: 0.2}}, endpoints: [{{address: "127.0.0.1:{e.port}"}}]}}
 """
-    with pop(tmp_path, forward, ports) as p:
-        backends_up(p, "web")
+    with pop(tmp_path, forward, ports, engine) as p:
+        backends_up(p, "idle", "web")
         with p.connect("idle") as c:
             c.sendall(b"hi")
             assert c.recv(10) == b"hi"
@@ -487,23 +514,29 @@ def test_idle_timeout_and_max_connections(tmp_path: Path) -> None:
         with p.connect("one") as first:
             first.sendall(b"a")
             assert first.recv(10) == b"a"
-            with p.connect("one") as second:
-                second.settimeout(5)
-                assert second.recv(10) == b""
+            try:
+                second = p.connect("one")
+            except ConnectionResetError:  # HAProxy's reset can beat connect()'s return
+                pass
+            else:
+                with second:
+                    second.settimeout(5)
+                    assert closed(second)
             first.sendall(b"b")
             assert first.recv(10) == b"b"
+        p.counted()
         listeners = {entry["name"]: entry for entry in p.status()["listeners"]}
         assert listeners["one"]["refused"] == 1
+        endpoint = f"{HOST}:{e.port}"
         metrics = p.server.metrics()
         lint = subprocess.run(
             ["promtool", "check", "metrics"],
             input=metrics, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert lint.returncode == 0, lint.stdout + lint.stderr
-        endpoint = f"{HOST}:{e.port}"
         assert p.server.metric(
             "anycastedge_forward_endpoint_connections_total", backend="web", endpoint=endpoint
-        ) == 2  # fmt: skip  # the refused one never reached it
+        ) == 1  # fmt: skip  # the refused one never reached it
         assert p.server.metric(
             "anycastedge_forward_endpoint_up", backend="web", endpoint=endpoint
         ) == 1  # fmt: skip
@@ -548,7 +581,7 @@ def test_udp_flows_are_bounded_and_expire(tmp_path: Path) -> None:
     check.stop()
 
 
-def test_http_health_check_follows_status_and_body(tmp_path: Path) -> None:
+def test_http_health_check_follows_status_and_body(tmp_path: Path, engine: str) -> None:
     """kind: http checks each endpoint's path: a wrong status or a body without the expected
     text takes it out (as `fall` says), a good answer brings it back; the Host header is sent."""
     health = HttpBackend(status=200, body=b"ready")
@@ -563,7 +596,7 @@ def test_http_health_check_follows_status_and_body(tmp_path: Path) -> None:
                      interval: 0.2, timeout: 0.2, rise: 1, fall: 1}}
       endpoints: [{{address: "127.0.0.1:{b.port}"}}]
 """
-        with pop(tmp_path, forward, ports) as p:
+        with pop(tmp_path, forward, ports, engine) as p:
             backends_up(p, "web")
             assert ("/ready", "app.example") in health.requests
             health.status = 503
@@ -619,7 +652,7 @@ def test_udp_flow_keeps_its_endpoint_across_a_reload(tmp_path: Path) -> None:
 
 
 def test_an_active_connection_after_a_proxy_header_outlives_the_idle_timeout(
-    tmp_path: Path,
+    tmp_path: Path, engine: str
 ) -> None:
     """Only silence closes a connection: one that carried a PROXY header and keeps moving bytes
     stays open past idle_timeout (an idle timer started before the header must not cut it)."""
@@ -632,7 +665,7 @@ def test_an_active_connection_after_a_proxy_header_outlives_the_idle_timeout(
   backends:
     web: {{healthcheck: {{interval: 0.2}}, endpoints: [{{address: "127.0.0.1:{e.port}"}}]}}
 """
-    with pop(tmp_path, forward, ports) as p:
+    with pop(tmp_path, forward, ports, engine) as p:
         backends_up(p, "web")
         with p.connect("web") as c:
             c.sendall(b"PROXY TCP4 192.0.2.1 198.51.100.7 41234 443\r\n")

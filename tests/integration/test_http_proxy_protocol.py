@@ -21,9 +21,11 @@ from tests.support.http_backend import EndpointServer, endpoints
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
 
-def test_proxy_v1_header_names_the_client_in_forwarding_fields(tmp_path: Path) -> None:
+def test_proxy_v1_header_names_the_client_in_forwarding_fields(
+    tmp_path: Path, engine: str
+) -> None:
     with endpoints("a") as servers, proxy(
-        tmp_path, {"app": servers}, extra="accept_proxy: [127.0.0.0/8]"
+        tmp_path, {"app": servers}, extra="accept_proxy: [127.0.0.0/8]", engine=engine
     ) as (p, url):
         header = b"PROXY TCP4 192.0.2.1 198.51.100.7 41234 443\r\n"
         reply = raw(p, header + b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.9"
@@ -121,9 +123,14 @@ def v2_endpoint() -> Iterator[V2Endpoint]:
         endpoint.stop()
 
 
-def test_proxy_v2_backend_gets_a_header_per_new_upstream_connection(tmp_path: Path) -> None:
+def test_proxy_v2_backend_gets_a_header_per_new_upstream_connection(
+    tmp_path: Path, engine: str
+) -> None:
     with v2_endpoint() as endpoint, proxy(
-        tmp_path, {"app": [cast(EndpointServer, endpoint)]}, backend_extra="proxy_protocol: v2"
+        tmp_path,
+        {"app": [cast(EndpointServer, endpoint)]},
+        backend_extra="proxy_protocol: v2",
+        engine=engine,
     ) as (p, url):
         with requests.Session() as one, requests.Session() as two:
             first = [one.get(url + f"/a/{i}", timeout=POLL).text for i in range(3)]

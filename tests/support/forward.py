@@ -59,6 +59,12 @@ class Endpoint:
 
     def stop(self) -> None:
         if self.sock is not None:
+            # Closing alone leaves the port listening while the accept thread is blocked in
+            # accept() (the kernel keeps the socket for it): a connect then still succeeds
+            # whenever the connection is reset before the thread takes it (HAProxy's checks
+            # do that). shutdown() stops the listening and wakes the thread.
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
             self.sock.close()
             self.sock = None
 
@@ -68,6 +74,7 @@ class Pop:
     server: ServerHandle
     ports: dict[str, int]
     config: Path
+    engine: str = "builtin"
 
     def status(self) -> dict[str, Any]:
         forward = self.server.status()["forward"]
@@ -81,6 +88,29 @@ class Pop:
                     if e["address"] == f"{HOST}:{port}":
                         return e  # type: ignore[no-any-return]
         raise KeyError((backend, port))
+
+    def counted(self) -> None:
+        """Wait until /status and /metrics count everything done before this call: the
+        built-in engine's counters are live, HAProxy's are read once a second."""
+        if self.engine == "builtin":
+            return
+        start = time.monotonic()
+
+        def read_since() -> bool:
+            asked = time.monotonic()
+            age = self.status()["engine"]["stats_age_seconds"]
+            return age is not None and age < asked - start  # read after ``start``
+
+        wait_for(read_since, POLL, "HAProxy's statistics read again")
+
+    def reloaded(self, count: int = 1) -> None:
+        """Wait until HAProxy runs the ``count``-th forwarding change (its new worker started):
+        /status shows a change's listeners and endpoints as soon as serve has it, while
+        HAProxy's old worker may still be serving. The built-in engine applies it at once."""
+        if self.engine == "builtin":
+            return
+        wait_for(lambda: self.status()["engine"]["reloads"]["success"] >= count, POLL,
+                 f"HAProxy reload {count} done")  # fmt: skip
 
     def connect(self, listener: str) -> socket.socket:
         return socket.create_connection((HOST, self.ports[listener]), timeout=POLL)
@@ -104,21 +134,47 @@ def listener_ports(*names: str) -> dict[str, int]:
     raise OSError("no free ports below the ephemeral range")
 
 
-def write_config(tmp_path: Path, forward: str) -> Path:
+ENGINES = ("builtin", "haproxy")
+
+
+def with_engine(forward: str, engine: str) -> str:
+    """pop.yaml's ``forward:`` section run by ``engine``: ``engine: haproxy`` as its first key
+    (builtin, the default, is left unsaid so the section stays as the test wrote it)."""
+    if engine not in ENGINES:
+        raise ValueError(f"no such engine: {engine!r}")
+    if engine == "builtin":
+        return forward
+    head = "forward:\n"
+    if not forward.startswith(head):
+        raise ValueError("a forward: section starts with 'forward:' on a line of its own")
+    return f"{head}  engine: {engine}\n{forward[len(head):]}"
+
+
+def write_config(tmp_path: Path, forward: str, engine: str = "builtin") -> Path:
     config = tmp_path / "pop.yaml"
     config.write_text(
-        f"pop: fw\nstate_dir: {tmp_path / 'state'}\ndns:\n  watch_interval: 0\n{forward}"
+        f"pop: fw\nstate_dir: {tmp_path / 'state'}\ndns:\n  watch_interval: 0\n"
+        + with_engine(forward, engine)
     )
     return config
 
 
 @contextlib.contextmanager
-def pop(tmp_path: Path, forward: str, ports: dict[str, int]) -> Iterator[Pop]:
-    """serve with pop.yaml's ``forward:`` section as given, its listeners on ``ports``."""
-    config = write_config(tmp_path, forward)
+def pop(
+    tmp_path: Path, forward: str, ports: dict[str, int], engine: str = "builtin"
+) -> Iterator[Pop]:
+    """serve with pop.yaml's ``forward:`` section as given, its listeners on ``ports``, run by
+    ``engine`` (tests/integration/conftest.py's ``engine`` fixture)."""
+    config = write_config(tmp_path, forward, engine)
     zones = copy_repo_zones(tmp_path / "zones")
     with running_server(zones, config=config) as server:
-        yield Pop(server, ports, config)
+        p = Pop(server, ports, config, engine)
+        if engine == "haproxy":
+            # Until serve has read HAProxy's statistics once, every endpoint shows down and no
+            # listener as listening: wait for the first reading (once a second).
+            wait_for(lambda: p.status()["engine"]["stats_age_seconds"] is not None, POLL,
+                     "HAProxy's first statistics")  # fmt: skip
+        yield p
 
 
 def backends_up(p: Pop, *backends: str) -> None:
@@ -166,11 +222,12 @@ def proxy(
     routes: str = "[{backend: app}]",
     extra: str = "",
     backend_extra: str = "",
+    engine: str = "builtin",
 ) -> Iterator[tuple[Pop, str]]:
     """serve with one HTTP listener; yields it and its base URL once every endpoint is up."""
     ports = listener_ports("web")
     forward = config(ports["web"], backends, routes, extra, backend_extra)
-    with pop(tmp_path, forward, ports) as p:
+    with pop(tmp_path, forward, ports, engine) as p:
         backends_up(p, *backends)
         yield p, f"http://{HOST}:{ports['web']}"
 

@@ -161,7 +161,8 @@ def test_tcp_frontend() -> None:
     assert sections(render(config, RUNTIME).config)["frontend l"] == [
         "mode tcp",
         "bind 127.0.0.1:2222",
-        "maxconn 77",
+        "maxconn 78",
+        "tcp-request connection reject if { fe_conn gt 77 }",
         "tcp-request connection expect-proxy layer4 if { src 10.0.0.0/8 ::1/128 }",
         "timeout client 30s",
         "default_backend b",
@@ -300,8 +301,9 @@ def frontend(config: ForwardConfig, name: str = "w") -> list[str]:
 
 def test_http_frontend_timeouts_and_options() -> None:
     body = frontend(http(Backend("b", (E1,)), header_timeout=75.0))
-    assert body[:8] == [
-        "mode http", "bind 127.0.0.1:8080", "maxconn 10000", "timeout http-request 75s",
+    assert body[:9] == [
+        "mode http", "bind 127.0.0.1:8080", "maxconn 10001",
+        "tcp-request connection reject if { fe_conn gt 10000 }", "timeout http-request 75s",
         "timeout http-keep-alive 60s", "timeout client 75s", "option http-keep-alive",
         "option forwardfor",
     ]  # fmt: skip
