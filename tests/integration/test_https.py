@@ -218,12 +218,12 @@ def test_old_tls_versions_are_refused(
 
 
 def test_certificates_reloaded_on_sighup_and_a_broken_one_keeps_the_old(
-    pki: Pki, tmp_path: Path
+    pki: Pki, tmp_path: Path, engine: str
 ) -> None:
     live = tmp_path / "live"
     cert, key = live_copy(pki.a, live)
     with endpoints("e") as servers, https_proxy(
-        tmp_path, [(cert, key), pki.b], {"app": (servers, "")}
+        tmp_path, [(cert, key), pki.b], {"app": (servers, "")}, engine=engine
     ) as p:
         context = client_context(pki.ca)
         before = https_get(p, A, context)
