@@ -200,11 +200,6 @@ class HaproxyEngine(service.MultiService):
     def _launch(self, index: int) -> Launch:
         return Launch(self.command(), (), preexec=_die_with_serve)
 
-    @property
-    def process(self) -> Any:
-        """HAProxy's master process (a Popen), or None."""
-        return self.supervisor.workers[0].process
-
     def alive(self) -> bool:
         """Whether HAProxy's master runs."""
         return self.supervisor.workers[0].alive()
@@ -234,6 +229,10 @@ class HaproxyEngine(service.MultiService):
         renewed = write_support(rendered, self.runtime)
         if rendered == self._rendered and not renewed:
             self.config = config  # nothing HAProxy runs differs
+            if not self.alive():
+                # Given up on, perhaps for something outside pop.yaml (a port taken): a reload
+                # is the operator's word that it may have been fixed.
+                self.supervisor.revive()
             return
         candidate = self.runtime.config_path + ".next"
         replace_file(Path(candidate), rendered.config.encode(), 0o644)
