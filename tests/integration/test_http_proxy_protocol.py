@@ -137,11 +137,17 @@ def test_proxy_v2_backend_gets_a_header_per_new_upstream_connection(
             second = [two.get(url + f"/b/{i}", timeout=POLL).text for i in range(2)]
             me_one = one.get(url + "/a/last", timeout=POLL)
         assert me_one.status_code == 200
-        # Every request arrived after a header naming its client connection; a client's
-        # keep-alive requests share its upstream connection (and its one header).
-        assert len({t.split()[0] for t in first}) == 1
-        assert len({t.split()[0] for t in second}) == 1
-        assert first[0].split()[0] != second[0].split()[0]  # never shared between clients
+        # Every request arrived after a header naming its client connection, on an upstream
+        # connection never shared between clients.
+        conns_one, conns_two = {t.split()[0] for t in first}, {t.split()[0] for t in second}
+        assert not conns_one & conns_two
+        if engine == "builtin":
+            # A client's keep-alive requests share its upstream connection (and its header).
+            # HAProxy keeps such a private connection with the client's session but may open
+            # another (docs/forwarding.md: reuse is HAProxy's http-reuse safe).
+            assert len(conns_one) == len(conns_two) == 1
+        for texts in (first, second):  # each client's requests name that client's one source
+            assert len({t.split()[1] for t in texts}) == 1
         for text in first + second:
             assert text.split()[1].startswith(f"source={HOST}:")
         sources = {text.split()[1] for text in first + second}
