@@ -54,8 +54,11 @@ lint: $(STAMP)
 
 # Bytecode caches go to the venv too: the suite checks that it leaves the working tree as found.
 test: export PYTHONPYCACHEPREFIX := $(CURDIR)/$(VENV)/pycache
+# Two processes, a module each at a time (module fixtures are set up once); then, alone, what
+# measures timing across the machine (the lab).
 test: $(STAMP) $(APT_STAMP) lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile -m "not exclusive"
+	$(BIN)/pytest -q -m exclusive
 
 # The anycast lab (root): routers, POPs and clients in network namespaces (docs/lab.md). It stays
 # up for exploring afterwards; `.venv/bin/anycastedge lab down` removes it.

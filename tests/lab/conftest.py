@@ -25,8 +25,11 @@ REASON = _why_not()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    if REASON is None:
-        return
     for item in items:
-        if "tests/lab/" in str(item.path):
+        if "tests/lab/" not in str(item.path):
+            continue
+        # Alone: the lab measures lost queries and time to move, which other tests' load on
+        # the same CPUs would distort (make test runs the rest in parallel first).
+        item.add_marker(pytest.mark.exclusive)
+        if REASON is not None:
             item.add_marker(pytest.mark.skip(reason=f"the lab cannot run: {REASON}"))
