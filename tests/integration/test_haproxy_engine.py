@@ -25,14 +25,15 @@ from pathlib import Path
 import pytest
 
 from anycastedge.forward.haproxy_files import check_config
+from tests.support.forward import Endpoint
 from tests.support.haproxy import (
     HAPROXY,
     HOST,
     POLL,
-    Echo,
     Proc,
     Quiet,
     children,
+    echo_endpoint,
     echo_once,
     endpoint_of,
     endpoints,
@@ -53,7 +54,7 @@ pytestmark = needs_haproxy
 def forward_yaml(
     ports: dict[str, int],
     app: list[tuple[EndpointServer, int]],
-    echo: Echo | None = None,
+    echo: Endpoint | None = None,
     balance: str = "round_robin",
     extra: str = "",
     app_extra: str = "",
@@ -387,7 +388,7 @@ def test_reloads_under_steady_load_fail_no_request(tmp_path: Path) -> None:
     SIGHUP while clients keep sending: no request fails, every answer comes from an endpoint
     configured at the time, the added endpoint gets traffic, and a TCP connection opened before
     the first reload still echoes after the last (the old workers keep their connections)."""
-    echo = Echo().start()
+    echo = echo_endpoint()
     ports = listener_ports("web", "tcp")
     with endpoints("a", "b", "c") as (a, b, c):
         steps = [

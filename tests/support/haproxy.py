@@ -18,12 +18,13 @@ import socket
 import stat
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.forward import Endpoint
 from tests.support.http_backend import EndpointServer
 from tests.support.server import ServerHandle, copy_repo_zones, running_server, wait_for
 
@@ -36,45 +37,14 @@ POLL = 20.0  # bound of every wait
 # --- endpoints --------------------------------------------------------------------------------
 
 
-@dataclass
-class Echo:
-    """A TCP echo endpoint on loopback (a thread per connection)."""
+def _echo(endpoint: Endpoint, conn: socket.socket) -> None:
+    while data := conn.recv(65536):
+        conn.sendall(data)
 
-    port: int = 0
-    sock: socket.socket | None = None
-    connections: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def start(self) -> Echo:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((HOST, self.port))
-        sock.listen(128)
-        self.port, self.sock = sock.getsockname()[1], sock
-        threading.Thread(target=self._accept, args=(sock,), daemon=True).start()
-        return self
-
-    def _accept(self, sock: socket.socket) -> None:
-        while True:
-            try:
-                conn, _ = sock.accept()
-            except OSError:
-                return  # stopped
-            with self.lock:
-                self.connections += 1
-            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _echo(conn: socket.socket) -> None:
-        conn.settimeout(POLL)
-        with contextlib.suppress(OSError), conn:
-            while data := conn.recv(65536):
-                conn.sendall(data)
-
-    def stop(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
+def echo_endpoint() -> Endpoint:
+    """A TCP echo endpoint on loopback (tests.support.forward's Endpoint), started."""
+    return Endpoint(_echo).start()
 
 
 class Quiet(EndpointServer):
