@@ -55,7 +55,7 @@ lint: $(STAMP)
 # Bytecode caches go to the venv too: the suite checks that it leaves the working tree as found.
 test: export PYTHONPYCACHEPREFIX := $(CURDIR)/$(VENV)/pycache
 # Two processes, a module each at a time (module fixtures are set up once); then, alone, what
-# measures timing across the machine (the lab).
+# measures timing across the machine (the lab, the BGP hook's detection time).
 test: $(STAMP) $(APT_STAMP) lint
 	$(BIN)/pytest -q -n 2 --dist loadfile -m "not exclusive"
 	$(BIN)/pytest -q -m exclusive

@@ -45,9 +45,14 @@ from tests.support.server import (
     wait_for,
 )
 
-pytestmark = pytest.mark.skipif(
-    not (BIN / "ansible-playbook").exists(), reason="needs ansible-core (make venv installs it)"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (BIN / "ansible-playbook").exists(), reason="needs ansible-core (make venv installs it)"
+    ),
+    # The module's deployment (site.yml twice, a virtualenv with every dependency) takes about
+    # 100 s alone; beside another test process, longer than the suite's 120 s per test.
+    pytest.mark.timeout(600),
+]
 
 HOST = "pop1"
 POP = "test1"

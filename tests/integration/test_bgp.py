@@ -29,10 +29,15 @@ from tests.support.bgp import (
 from tests.support.procs import free_port
 from tests.support.server import wait_for
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("bird") is None or not Path(sys.executable).with_name("exabgp").exists(),
-    reason="needs bird2 and exabgp",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which("bird") is None or not Path(sys.executable).with_name("exabgp").exists(),
+        reason="needs bird2 and exabgp",
+    ),
+    # Alone (make test runs it after the parallel part): these tests hold the hook to its
+    # detection time, which other tests' load on the same CPUs would stretch.
+    pytest.mark.exclusive,
+]
 
 DETECTION = FALL * FAST + INTERVAL + 1.0  # the issue's bound for a stopped server
 

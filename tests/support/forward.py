@@ -4,8 +4,11 @@ waits on its status."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import random
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -150,10 +153,27 @@ def with_engine(forward: str, engine: str) -> str:
     return f"{head}  engine: {engine}\n{forward[len(head):]}"
 
 
+def short_state_dir(tmp_path: Path) -> Path:
+    """A state_dir for the test at ``tmp_path`` short enough for HAProxy's UNIX sockets (97
+    bytes: a pytest-xdist tmp_path alone may be longer): /tmp/ae-HASH, the same for one test.
+    Whoever starts serve with it removes it (``removing``)."""
+    digest = hashlib.blake2s(str(tmp_path).encode(), digest_size=6).hexdigest()
+    return Path(tempfile.gettempdir()) / f"ae-{digest}"
+
+
+@contextlib.contextmanager
+def removing(directory: Path) -> Iterator[Path]:
+    """``directory``, removed on exit (with whatever serve left in it)."""
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def write_config(tmp_path: Path, forward: str, engine: str = "builtin") -> Path:
     config = tmp_path / "pop.yaml"
     config.write_text(
-        f"pop: fw\nstate_dir: {tmp_path / 'state'}\ndns:\n  watch_interval: 0\n"
+        f"pop: fw\nstate_dir: {short_state_dir(tmp_path)}\ndns:\n  watch_interval: 0\n"
         + with_engine(forward, engine)
     )
     return config
@@ -167,7 +187,7 @@ def pop(
     ``engine`` (tests/integration/conftest.py's ``engine`` fixture)."""
     config = write_config(tmp_path, forward, engine)
     zones = copy_repo_zones(tmp_path / "zones")
-    with running_server(zones, config=config) as server:
+    with removing(short_state_dir(tmp_path)), running_server(zones, config=config) as server:
         p = Pop(server, ports, config, engine)
         if engine == "haproxy":
             # Until serve has read HAProxy's statistics once, every endpoint shows down and no

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.forward import Endpoint
+from tests.support.forward import Endpoint, removing, short_state_dir
 from tests.support.http_backend import EndpointServer
 from tests.support.server import ServerHandle, copy_repo_zones, running_server, wait_for
 
@@ -137,7 +137,8 @@ def pop_yaml(tmp_path: Path, forward: str) -> str:
     """pop.yaml with ``forward`` (a ``forward:`` section saying ``engine: haproxy``)."""
     assert "engine: haproxy" in forward
     # state_dir short: HAProxy's socket paths under it must stay within 97 bytes.
-    return f"pop: hx\nstate_dir: {tmp_path / 's'}\ndns:\n  watch_interval: 0\n{forward}"
+    state = short_state_dir(tmp_path)
+    return f"pop: hx\nstate_dir: {state}\ndns:\n  watch_interval: 0\n{forward}"
 
 
 @dataclass
@@ -151,7 +152,7 @@ class Engine:
     @property
     def state(self) -> Path:
         """HAProxy's runtime directory (haproxy.cfg, sockets)."""
-        return self.tmp_path / "s" / "haproxy"
+        return short_state_dir(self.tmp_path) / "haproxy"
 
     def forward(self) -> dict[str, Any]:
         """/status's ``forward``."""
@@ -209,7 +210,7 @@ def engine_pop(tmp_path: Path, forward: str) -> Iterator[Engine]:
     config = tmp_path / "pop.yaml"
     config.write_text(pop_yaml(tmp_path, forward))
     zones = copy_repo_zones(tmp_path / "zones")
-    with running_server(zones, config=config) as server:
+    with removing(short_state_dir(tmp_path)), running_server(zones, config=config) as server:
         yield Engine(server, config, tmp_path)
 
 
