@@ -89,6 +89,8 @@ class V2Endpoint(Endpoint):
                 data += chunk
             assert data.startswith(V2_SIGNATURE), data[:32]
             ver_cmd, family, length = struct.unpack("!BBH", data[12:16])
+            if ver_cmd == 0x20:
+                return  # LOCAL: the proxy's own connection (HAProxy's health check), no client
             assert ver_cmd == 0x21 and family == 0x11, (ver_cmd, family)  # PROXY, TCP4
             while len(data) < 16 + length:
                 data += conn.recv(4096)
