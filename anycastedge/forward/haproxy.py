@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import pwd
 import signal
 import time
 from collections.abc import Callable
@@ -184,11 +185,20 @@ class HaproxyEngine(service.MultiService):
         ConfigError with HAProxy's words if it refuses."""
         rendered = render(self.config, self.runtime)
         write_rendered(rendered, self.runtime)
+        # Written as root: serve goes on as runtime.user, and rewrites them at reloads.
+        for path in [Path(self.runtime.directory), *Path(self.runtime.directory).rglob("*")]:
+            self._own(path)
         ok, output = check_config(self.config.haproxy.binary, self.runtime.config_path)
         if not ok:
             raise ConfigError([Problem(f"haproxy -c refused the rendered configuration "
                                        f"({self.runtime.config_path}): {output}")])  # fmt: skip
         self._rendered = rendered
+
+    def _own(self, path: Path) -> None:
+        """Hand ``path`` to runtime.user when serve runs as root and will switch to it."""
+        if self.runtime.user and os.geteuid() == 0:
+            user = pwd.getpwnam(self.runtime.user)
+            os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
 
     def command(self) -> list[str]:
         """HAProxy's command line: master-worker, its master CLI, the rendered file."""
@@ -300,6 +310,7 @@ class HaproxyEngine(service.MultiService):
                 continue
             Path(path).unlink(missing_ok=True)  # a socket file left by an earlier serve
             port = self.reactor.listenUNIXDatagram(path, _LogReceiver(self.access_logs, target))
+            self._own(Path(path))  # HAProxy's workers, as runtime.user, send to it
             self._log_ports[path] = port
 
     # --- statistics

@@ -317,7 +317,8 @@ def global_section(config: ForwardConfig, runtime: Runtime) -> Lines:
         lines.append("expose-experimental-directives")  # for http-request normalize-uri
     lines += [
         f"pidfile {runtime.pid_file}",
-        f"stats socket {runtime.stats_socket} mode 600 level admin expose-fd listeners",
+        f"stats socket {runtime.stats_socket} mode 600 level admin expose-fd listeners"
+        + _socket_owner(runtime),
         f"hard-stop-after {duration(config.haproxy.hard_stop_after)}",
         f"nbthread {config.workers}",  # threads: one process, as many as forward.workers
     ]
@@ -333,6 +334,14 @@ def global_section(config: ForwardConfig, runtime: Runtime) -> Lines:
     if runtime.group:
         lines.append(f"group {runtime.group}")
     return _section("global", lines)
+
+
+def _socket_owner(runtime: Runtime) -> str:
+    """Who may use the stats socket: serve, which runs as ``runtime.user`` once it dropped root
+    (HAProxy's master, which creates it, stays root)."""
+    if not runtime.user:
+        return ""
+    return f" user {runtime.user}" + (f" group {runtime.group}" if runtime.group else "")
 
 
 def defaults_section() -> Lines:

@@ -9,12 +9,17 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.server import REPO_ZONES, port_is_free, serving, start_server
+from tests.support.haproxy import endpoints
+from tests.support.procs import free_port
+from tests.support.server import REPO_ZONES, port_is_free, serving, start_server, wait_for
+
+POLL = 20.0
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="dropping privileges needs serve started as root"
@@ -86,3 +91,60 @@ def test_a_user_that_does_not_exist_stops_start_up(world_readable: Path) -> None
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 1
     assert "user: no such user 'no-such-user-here'" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="needs haproxy (make test installs it)")
+def test_haproxy_engine_runs_its_workers_as_the_configured_user(world_readable: Path) -> None:
+    """engine: haproxy with `user: nobody`: HAProxy binds the port below 1024 (started before
+    serve drops root), its workers run as nobody, and serve, as nobody, still reads its
+    statistics, receives its access log lines and reloads it (its files and sockets are
+    nobody's)."""
+    nobody = pwd.getpwnam("nobody")
+    web = _low_port()
+    dns_port, control_port = free_port(), free_port()
+    with endpoints("a") as (endpoint,):
+        config = _pop_yaml(world_readable, dns_port, "nobody")
+        forward = (
+            "forward:\n  engine: haproxy\n  listeners:\n"
+            f"    web: {{bind: '127.0.0.1:{web}', protocol: http, access_log: '-', "
+            "routes: [{backend: app}]}\n"
+            "  backends:\n    app:\n      healthcheck: {kind: tcp, interval: 0.2}\n"
+            f"      endpoints: [{{address: '127.0.0.1:{endpoint.server_port}'}}]\n"
+        )
+        control = f"control: {{listen: '127.0.0.1:{control_port}'}}\n"
+        text = config.read_text().replace("control: null\n", control)
+        config.write_text(text + forward)
+        where = {"cwd": world_readable, "workdir": world_readable}
+        handle = start_server(["serve", "-c", str(config)], dns_port=dns_port,
+                              control_port=control_port, probe_zone="example.com.",
+                              **where)  # fmt: skip
+        with serving(handle):
+            def usable() -> bool:
+                forward = handle.status()["forward"]
+                return bool(forward["backends"][0]["endpoints"][0]["usable"])
+
+            wait_for(usable, POLL, "HAProxy's statistics, read by serve as nobody")
+            with urllib.request.urlopen(f"http://127.0.0.1:{web}/x", timeout=POLL) as reply:
+                assert reply.status == 200
+            master = handle.status()["forward"]["engine"]["pid"]
+            workers = _children(master)
+            assert workers and all(_ids(pid)["uid"][0] == str(nobody.pw_uid) for pid in workers)
+            assert _ids(master)["uid"][0] == "0"  # the master rebinds at reloads
+            wait_for(lambda: '"GET /x"' in handle.log_text(), POLL, "the access log line")
+            config.write_text(config.read_text().replace("interval: 0.2", "interval: 0.3"))
+            handle.sighup()
+            wait_for(lambda: handle.status()["forward"]["engine"]["reloads"]["success"] == 1,
+                     POLL, "the reload, done by serve as nobody")  # fmt: skip
+
+
+def _children(pid: int) -> list[int]:
+    """The PIDs whose parent is ``pid`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out

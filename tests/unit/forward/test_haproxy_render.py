@@ -88,7 +88,8 @@ def test_global_section() -> None:
     assert g == [
         "master-worker",
         "pidfile /run/ae/haproxy.pid",
-        "stats socket /run/ae/stats.sock mode 600 level admin expose-fd listeners",
+        "stats socket /run/ae/stats.sock mode 600 level admin expose-fd listeners"
+        " user haproxy group nogroup",  # serve reads it once it runs as that user
         "hard-stop-after 90s",
         "nbthread 4",
         "tune.http.maxhdr 50",
