@@ -53,13 +53,50 @@ STATS_STALE = 5.0
 ASK_TIMEOUT = 5.0  # seconds a question to a HAProxy socket may take
 RELOAD_WAIT = 15.0  # seconds a reload has to show a new worker in the master's `show proc`
 _PR_SET_PDEATHSIG = 1
+_PR_SET_KEEPCAPS = 8
+_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE = 47, 2
+_CAP_NET_BIND_SERVICE = 10
+_CAP_VERSION_3 = 0x20080522
 
 
-def _die_with_serve() -> None:
-    """In HAProxy's process before exec: SIGTERM when serve dies, however it dies (a SIGKILLed
-    serve must not leave HAProxy holding the POP's listeners)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]  # fmt: skip
+
+
+def _preexec(user: pwd.struct_passwd | None) -> Callable[[], None]:
+    """What HAProxy's process does before exec.
+
+    With ``user`` (serve runs as root and will switch to it): become that user, keeping only
+    CAP_NET_BIND_SERVICE (ambient, so HAProxy binds ports below 1024 and still can at its
+    reloads). HAProxy then runs as the user serve becomes, so serve can still signal it: a
+    root HAProxy could outlive serve, whose signals (its death signal too) it would refuse.
+
+    Then, always: SIGTERM when serve dies, however it dies (a SIGKILLed serve must not leave
+    HAProxy holding the POP's listeners); set last, as a change of identity clears it.
+    """
+
+    def run() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if user is not None:
+            os.initgroups(user.pw_name, user.pw_gid)
+            libc.prctl(_PR_SET_KEEPCAPS, 1, 0, 0, 0)
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+            bit = 1 << _CAP_NET_BIND_SERVICE
+            header = _CapHeader(_CAP_VERSION_3, 0)
+            data = (_CapData * 2)(_CapData(bit, bit, bit), _CapData(0, 0, 0))
+            if libc.capset(ctypes.byref(header), data) != 0:
+                raise OSError(ctypes.get_errno(), "capset")
+            if libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, _CAP_NET_BIND_SERVICE, 0, 0):
+                raise OSError(ctypes.get_errno(), "PR_CAP_AMBIENT_RAISE")
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return run
 
 
 class _Quiet(protocol.Factory):
@@ -208,7 +245,11 @@ class HaproxyEngine(service.MultiService):
         return [self.config.haproxy.binary, "-W", "-S", master, "-f", self.runtime.config_path]
 
     def _launch(self, index: int) -> Launch:
-        return Launch(self.command(), (), preexec=_die_with_serve)
+        # Started as root (before serve switches): as the user serve becomes; restarted later
+        # by serve, HAProxy is that user already.
+        as_root = self.runtime.user is not None and os.geteuid() == 0
+        user = pwd.getpwnam(self.runtime.user) if as_root and self.runtime.user else None
+        return Launch(self.command(), (), preexec=_preexec(user))
 
     def alive(self) -> bool:
         """Whether HAProxy's master runs."""
