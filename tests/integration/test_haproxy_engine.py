@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from anycastedge.forward.haproxy_files import check_config
-from tests.support.forward import Endpoint
+from tests.support.forward import Endpoint, listener_ports
 from tests.support.haproxy import (
     HAPROXY,
     HOST,
@@ -40,7 +40,6 @@ from tests.support.haproxy import (
     engine_pop,
     get,
     kill_master,
-    listener_ports,
     needs_haproxy,
     recv_exactly,
     wrapper,

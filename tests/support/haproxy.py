@@ -11,7 +11,6 @@ import contextlib
 import http.client
 import json
 import os
-import random
 import shutil
 import signal
 import socket
@@ -85,23 +84,6 @@ def recv_exactly(sock: socket.socket, n: int) -> bytes:
             break
         out += data
     return out
-
-
-def listener_ports(*names: str) -> dict[str, int]:
-    """A free loopback port for each listener, below the kernel's ephemeral range (where
-    neither serve's nor HAProxy's outgoing connections land)."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    ports: list[int] = []
-    for port in random.Random().sample(range(10_000, low), 200):
-        with socket.socket() as tcp:
-            try:
-                tcp.bind((HOST, port))
-            except OSError:
-                continue
-        ports.append(port)
-        if len(ports) == len(names):
-            return dict(zip(names, ports, strict=True))
-    raise OSError("no free ports below the ephemeral range")
 
 
 def get(port: int, path: str, timeout: float = POLL) -> tuple[int, bytes]:
