@@ -32,7 +32,7 @@ import pytest
 
 from anycastedge.statedir.serials import ServedSerial, write_serials
 from tests.support.backends import Backend, serving
-from tests.support.procs import free_port
+from tests.support.procs import free_port, gone, parent
 from tests.support.server import (
     HOST,
     LOOPBACK_NETWORKS,
@@ -163,18 +163,6 @@ def every_process_answers(server: ServerHandle, ask: Callable[[int], Any]) -> li
 # --- /proc ---------------------------------------------------------------------------------------
 
 
-def parent_of(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat[stat.rindex(")") + 2 :].split()[1])
-
-
-def gone(pid: int) -> bool:
-    """Whether ``pid`` no longer runs (exited and reaped, or a zombie)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat[stat.rindex(")") + 2] == "Z"
 
 
 def socket_inodes(pid: int) -> set[str]:
@@ -207,7 +195,7 @@ def test_every_process_answers_on_one_pair_of_sockets(server: ServerHandle) -> N
     assert [e["index"] for e in entries] == [0, 1]
     assert entries[0]["pid"] == server.pid
     worker = entries[1]["pid"]
-    assert parent_of(worker) == server.pid
+    assert parent(worker) == server.pid
     # One UDP and one TCP socket, bound once by serve and inherited: both processes hold them.
     shared = bound_inodes(server.dns_port)
     assert len(shared) == 2
@@ -407,7 +395,7 @@ def test_a_killed_worker_is_restarted_and_serving_goes_on(server: ServerHandle) 
         wait_for(lambda: gone(old), POLL, "the worker killed")
         entries = wait_for(lambda: (e := in_step(server)) and e[1]["pid"] != old and e,
                            POLL, "the worker restarted")  # fmt: skip
-        assert entries[1]["restarts"] == 1 and parent_of(entries[1]["pid"]) == server.pid
+        assert entries[1]["restarts"] == 1 and parent(entries[1]["pid"]) == server.pid
         during = answered[0]
         wait_for(lambda: answered[0] >= during + 50, POLL, "queries after the restart")
     finally:

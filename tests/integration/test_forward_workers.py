@@ -19,6 +19,7 @@ import requests
 
 from tests.support.forward import HOST, POLL, Pop, backends_up, listener_ports, pop, write_config
 from tests.support.http_backend import endpoints
+from tests.support.procs import gone, parent
 from tests.support.server import wait_for
 
 
@@ -62,18 +63,6 @@ def holds(pid: int, inode: str) -> bool:
     return False
 
 
-def parent_of(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat[stat.rindex(")") + 2 :].split()[1])  # after the command name: state, ppid
-
-
-def gone(pid: int) -> bool:
-    """Whether ``pid`` no longer runs (exited and reaped, or a zombie)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat[stat.rindex(")") + 2] == "Z"
 
 
 # --- serve with workers -----------------------------------------------------------------------
@@ -127,7 +116,7 @@ def test_workers_share_the_socket_and_answer(tmp_path: Path) -> None:
         assert entries[0]["pid"] == p.server.pid
         pid = entries[1]["pid"]
         assert entries[1]["alive"] and entries[1]["restarts"] == 0
-        assert parent_of(pid) == p.server.pid
+        assert parent(pid) == p.server.pid
         # One listening socket, held by both processes: bound once by serve, inherited.
         inode = listening_inode(p.ports["web"])
         assert holds(p.server.pid, inode) and holds(pid, inode)
@@ -186,7 +175,7 @@ def test_a_killed_worker_loses_no_request_and_is_restarted(tmp_path: Path) -> No
             new = worker_listening(p, 1)
             entry = worker(p, 1)
             assert entry["alive"] and entry["restarts"] == 1
-            assert parent_of(new) == p.server.pid
+            assert parent(new) == p.server.pid
             assert holds(new, listening_inode(p.ports["web"]))
             during = len(results)
             wait_for(lambda: len(results) >= during + 50, POLL, "requests after the restart")

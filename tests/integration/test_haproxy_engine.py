@@ -31,12 +31,9 @@ from tests.support.haproxy import (
     HOST,
     POLL,
     Proc,
-    Quiet,
-    children,
     echo_endpoint,
     echo_once,
     endpoint_of,
-    endpoints,
     engine_pop,
     get,
     kill_master,
@@ -44,7 +41,8 @@ from tests.support.haproxy import (
     recv_exactly,
     wrapper,
 )
-from tests.support.http_backend import EndpointServer
+from tests.support.http_backend import EndpointServer, endpoints
+from tests.support.procs import children
 from tests.support.server import metric_value, wait_for
 
 pytestmark = needs_haproxy
@@ -493,7 +491,7 @@ def test_critical_backend_down_and_back_in_every_view(tmp_path: Path) -> None:
     own URL and /status; the endpoint back on its port, both are 200 again. /metrics, under
     traffic, passes promtool's checks."""
     ports = listener_ports("web")
-    a = Quiet("a")
+    a = EndpointServer("a")
     threading.Thread(target=a.serve_forever, daemon=True).start()
     port = a.port
     forward = forward_yaml(ports, [(a, 1)], app_extra="critical: true")
@@ -530,7 +528,7 @@ def test_critical_backend_down_and_back_in_every_view(tmp_path: Path) -> None:
             assert pop.server.metric("anycastedge_forward_endpoint_usable", backend="app") == 0
             assert pop.server.metric("anycastedge_forward_haproxy_up") == 1
 
-            a = Quiet("a", port=port)  # back, on the same port
+            a = EndpointServer("a", port=port)  # back, on the same port
             threading.Thread(target=a.serve_forever, daemon=True).start()
             wait_for(lambda: pop.server.http_get("/forward/health")[0] == 200, POLL,
                      "/forward/health 200 again")  # fmt: skip

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.haproxy import endpoints
-from tests.support.procs import free_port
+from tests.support.http_backend import endpoints
+from tests.support.procs import children, free_port, gone
 from tests.support.server import REPO_ZONES, port_is_free, serving, start_server, wait_for
 
 POLL = 20.0
@@ -127,7 +127,7 @@ def test_haproxy_engine_runs_its_workers_as_the_configured_user(world_readable: 
             with urllib.request.urlopen(f"http://127.0.0.1:{web}/x", timeout=POLL) as reply:
                 assert reply.status == 200
             master = handle.status()["forward"]["engine"]["pid"]
-            workers = _children(master)
+            workers = children(master)
             for pid in (master, *workers):  # all nobody's: serve, as nobody, may signal them
                 assert _ids(pid)["uid"] == [str(nobody.pw_uid)] * 4
             wait_for(lambda: '"GET /x"' in handle.log_text(), POLL, "the access log line")
@@ -141,26 +141,4 @@ def test_haproxy_engine_runs_its_workers_as_the_configured_user(world_readable: 
             # serve killed: HAProxy ends too (its death signal comes from serve, as nobody).
             handle.process.kill()
             handle.process.wait(timeout=POLL)
-            wait_for(lambda: not _running(master), POLL, "HAProxy's master to end with serve")
-
-
-def _running(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie waiting for its reaper does not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def _children(pid: int) -> list[int]:
-    """The PIDs whose parent is ``pid`` (from /proc)."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
-    return out
+            wait_for(lambda: gone(master), POLL, "HAProxy's master to end with serve")

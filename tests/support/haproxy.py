@@ -15,7 +15,6 @@ import shutil
 import signal
 import socket
 import stat
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.support.forward import Endpoint, removing, short_state_dir
-from tests.support.http_backend import EndpointServer
+from tests.support.procs import parent, proc_stat
 from tests.support.server import ServerHandle, copy_repo_zones, running_server, wait_for
 
 HAPROXY = shutil.which("haproxy")
@@ -44,28 +43,6 @@ def _echo(endpoint: Endpoint, conn: socket.socket) -> None:
 def echo_endpoint() -> Endpoint:
     """A TCP echo endpoint on loopback (tests.support.forward's Endpoint), started."""
     return Endpoint(_echo).start()
-
-
-class Quiet(EndpointServer):
-    """An HTTP endpoint (tests.support.http_backend) that does not print a traceback for each
-    of HAProxy's TCP checks (a connect and a reset)."""
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Quiet: the tests assert on what the endpoint saw."""
-
-
-@contextlib.contextmanager
-def endpoints(*names: str) -> Iterator[list[EndpointServer]]:
-    """A Quiet endpoint per name on loopback (threads), stopped on exit."""
-    servers: list[EndpointServer] = [Quiet(name) for name in names]
-    for server in servers:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield servers
-    finally:
-        for server in servers:
-            server.shutdown()
-            server.server_close()
 
 
 def echo_once(port: int, payload: bytes) -> bytes:
@@ -208,39 +185,15 @@ class Proc:
 
     @classmethod
     def of(cls, pid: int) -> Proc:
-        return cls(pid, _stat(pid)[19])
+        return cls(pid, proc_stat(pid)[19])
 
     def running(self) -> bool:
         """Whether this very process still runs (not gone, not a zombie, PID not reused)."""
         try:
-            fields = _stat(self.pid)
+            fields = proc_stat(self.pid)
         except (FileNotFoundError, ProcessLookupError):
             return False
         return fields[0] != "Z" and fields[19] == self.start
-
-
-def _stat(pid: int) -> list[Any]:
-    """/proc/PID/stat's fields after the command (field 3, the state, first)."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    rest = text[text.rindex(")") + 2 :].split()
-    return [rest[0], *(int(f) for f in rest[1:])]
-
-
-def parent(pid: int) -> int:
-    """The parent PID of ``pid``."""
-    ppid: int = _stat(pid)[1]
-    return ppid
-
-
-def children(pid: int) -> list[int]:
-    """The PIDs whose parent is ``pid``."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                if parent(int(entry)) == pid:
-                    out.append(int(entry))
-    return out
 
 
 def kill_master(engine: Engine) -> int:
