@@ -316,16 +316,30 @@ def test_get_is_retried_on_another_endpoint_a_sent_post_is_not(tmp_path: Path, e
             wait_for(reloaded, POLL, "the dead endpoint in, both up")
             gets = [requests.get(url + "/echo", timeout=POLL) for _ in range(6)]
             assert all(r.status_code == 200 and r.json()["endpoint"] == "a" for r in gets)
-            posts = [requests.post(url + "/upload", data=b"x" * 10, timeout=POLL)
-                     for _ in range(4)]  # fmt: skip
-            assert sorted(r.status_code for r in posts) == [200, 200, 502, 502]
+            posts = [post_outcome(url + "/upload") for _ in range(4)]
+            # HAProxy answers 502 too when the reset comes after the request went out, but cuts
+            # the client off without an answer when it comes while the body is still being sent
+            # (termination state SD; docs/forwarding.md, engines). Either way: never retried.
+            failed = {502} if engine == "builtin" else {502, "closed"}
+            assert sorted(o for o in posts if o == 200) == [200, 200]
+            assert len([o for o in posts if o in failed]) == 2, posts
             # The access log names why (it is written within a second).
-            wait_for(lambda: '"POST /upload" 502 ' in p.server.log_text(), POLL, "the log")
+            logged = '"POST /upload" 502 ' if 502 in posts else '"POST /upload" -1 '
+            wait_for(lambda: logged in p.server.log_text(), POLL, "the log")
             # HAProxy's line has its termination state in place of the reason: SH, the
             # endpoint closed before the response headers (docs/forwarding.md, engines).
-            assert ("upstream_error" if engine == "builtin" else " SH--") in p.server.log_text()
+            state = " SH--" if 502 in posts else " SD--"
+            assert ("upstream_error" if engine == "builtin" else state) in p.server.log_text()
         finally:
             dead.stop()
+
+
+def post_outcome(url: str) -> int | str:
+    """A small POST's status, or "closed" when the proxy closed without an answer."""
+    try:
+        return requests.post(url, data=b"x" * 10, timeout=POLL).status_code
+    except requests.ConnectionError:
+        return "closed"
 
 
 def reset_after_a_byte(endpoint: Endpoint, conn: socket.socket) -> None:
